@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,3 +54,53 @@ def run(
     print(f"results: {directory.resolve()}")
     print(f"final test accuracy: {float(final['test_accuracy']):.4f} after {final['round']} rounds "
           f"({time.perf_counter() - start:.0f} s)")
+
+
+@app.command()
+def compare(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML, e.g. experiments/configs/smoke.toml")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key: a top-level experiment key "
+                                            "(strategies, seeds, target-accuracy, name) or a [run] key")] = [],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and whether each is complete; run nothing")] = False,
+) -> None:
+    """Run a grid of simulations (strategies x partitions x seeds) and write tables, plots
+    and report.md. Re-running the same command skips complete cells."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from experiments.compare import is_complete, run_experiment
+    from experiments.grid import load_experiment
+    from experiments.report import write_report
+    from experiments.simulation import resolve
+
+    try:
+        experiment = load_experiment(config, parse_sets(set_))
+        cells = experiment.cells()
+        if not dry_run:
+            for cell in cells:  # the data and partitions too, before the first cell starts
+                resolve(cell.config.to_mapping())
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    done = [c for c in cells if is_complete(c)]
+    if dry_run:
+        for cell in cells:
+            print(f"{cell.id}\t{'complete' if is_complete(cell) else 'to run'}")
+        print(f"{len(cells)} cells, {len(done)} complete; results in {experiment.directory}")
+        return
+    if done:
+        console.print(f"resuming: {len(done)} of {len(cells)} cells already complete, skipped")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            failures = run_experiment(experiment, progress)
+    except KeyboardInterrupt:
+        console.print("interrupted: complete cells are kept; run the same command again to finish")
+        raise typer.Exit(130) from None
+    command = " ".join(["spikefed compare", str(config), *(f"--set {s}" for s in set_)])
+    report = write_report(experiment, command)
+    for failure in failures:
+        console.print(f"[red]failed:[/red] {failure}", highlight=False, soft_wrap=True)
+    print(f"results: {experiment.directory.resolve()}")
+    print(f"report: {report.resolve()}")
+    if failures:
+        raise typer.Exit(1)

@@ -61,6 +61,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "strategy": cfg.strategy,
             "selected_clients": [c.partition_id for c in record.selected],
             "selected_nodes": [c.node_id for c in record.selected],
+            "client_updates": record.client_updates,
             "rejected_clients": sorted(record.rejected),
             "scores": [f"{pid}:{score:.6g}" for pid, score in sorted(record.scores.items())],
             "test_accuracy": metrics.get("accuracy", ""),

@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord
 from server.config import RunConfig
 
 COLUMNS = [
-    "round", "strategy", "selected_clients", "selected_nodes", "rejected_clients", "scores",
+    "round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients", "scores",
     "test_accuracy", "test_loss", "train_loss", "firing_rate", "seconds",
 ]
 

@@ -55,6 +55,7 @@ class RoundRecord:
     selected: list[ClientInfo] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)  # partition id -> the score a rule ranked by
     rejected: dict[int, str] = field(default_factory=dict)  # partition id -> reason
+    client_updates: int = 0  # train replies received (a client trained), aggregated or not
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
 
@@ -205,6 +206,8 @@ class SelectionStrategy(FedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the valid replies (sorted, so the weighted sum is reproducible)."""
+        replies = list(replies)
+        self.record.client_updates = len(replies)
         valid = self.choose_aggregated(server_round, self.valid_train_replies(replies))
         self.record.selected = [self.clients[m.metadata.src_node_id] for m in valid]
         arrays, metrics = super().aggregate_train(server_round, valid)

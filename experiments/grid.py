@@ -1,0 +1,145 @@
+"""An experiment: a grid of strategies x partition settings x seeds, read from TOML.
+
+The file has four top-level keys and two tables::
+
+    name = "digits_noniid"          # results go to <results-dir>/<name>/ (default: file stem)
+    strategies = ["all"]            # names from the registry, or "all"
+    seeds = [0, 1, 2]
+    target-accuracy = 0.9           # for rounds-to-target in summary.csv
+
+    [run]                           # run-config keys shared by every cell
+    num-partitions = 50
+
+    [partitions."dirichlet-0.1"]    # one table per partition setting: its run-config keys
+    partitioner = "dirichlet"
+    dirichlet-alpha = 0.1
+
+Every cell's run config ({run} + {partition} + strategy + seed) is validated by
+:func:`server.config.load_config`, the one place run-config keys are checked.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.config import DEFAULTS, ConfigError, RunConfig, load_config
+from strategies import STRATEGIES
+
+TOP_LEVEL = ("name", "strategies", "seeds", "target-accuracy", "run", "partitions")
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One simulation of the grid."""
+
+    strategy: str
+    partition: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def id(self) -> str:
+        return f"{self.strategy}_{self.partition}_seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    target_accuracy: float
+    partitions: dict[str, dict[str, Any]]
+    run: dict[str, Any]
+    results_dir: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.results_dir / self.name
+
+    def cells(self) -> list[Cell]:
+        """All cells, partition-major (a partial run already covers whole settings)."""
+        out = []
+        for partition, keys in self.partitions.items():
+            for seed in self.seeds:
+                for strategy in self.strategies:
+                    cell_id = f"{strategy}_{partition}_seed{seed}"
+                    cfg = load_config({**self.run, **keys, "strategy": strategy, "seed": seed,
+                                       "results-dir": str(self.directory / "cells"), "run-name": cell_id})
+                    out.append(Cell(strategy, partition, seed, cfg))
+        return out
+
+
+def _list(key: str, value: Any) -> list:
+    """A TOML array, or a comma-separated string from --set."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}={value!r} must be a non-empty list")
+    return value
+
+
+def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experiment:
+    """Read and validate an experiment file; ``sets`` (from ``--set key=value``) override its
+    top-level keys or, for any other key, the shared ``[run]`` table."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"experiment file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"experiment file {str(path)!r} is not valid TOML: {err}") from None
+    unknown = sorted(set(data) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path.name}; accepted: {', '.join(TOP_LEVEL)}")
+    run = dict(data.get("run", {}))
+    for key, value in (sets or {}).items():
+        if key in ("run", "partitions"):
+            raise ConfigError(f"--set {key}=... is not supported; edit the [{key}] table of {path.name}")
+        if key in TOP_LEVEL:
+            data[key] = value
+        else:
+            run[key] = value
+
+    name = str(data.get("name", path.stem))
+    if not LABEL.match(name):
+        raise ConfigError(f"name={name!r} must be letters, digits, '.', '_' or '-'")
+    strategies = [str(s) for s in _list("strategies", data.get("strategies", ["all"]))]
+    if strategies == ["all"]:
+        strategies = list(STRATEGIES)
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise ConfigError(f"strategies: {s!r} is not a strategy; accepted: all, {', '.join(STRATEGIES)}")
+    try:
+        seeds = [int(s) for s in _list("seeds", data.get("seeds", [0]))]
+    except ValueError:
+        raise ConfigError(f"seeds={data['seeds']!r} must be integers") from None
+    try:
+        target = float(data.get("target-accuracy", 0.9))
+    except ValueError:
+        raise ConfigError(f"target-accuracy={data['target-accuracy']!r} is not a number") from None
+    if not 0 < target <= 1:
+        raise ConfigError(f"target-accuracy={target} is out of range; accepted: (0, 1]")
+    partitions = data.get("partitions") or {"default": {}}
+    for label, keys in partitions.items():
+        if not LABEL.match(label) or not isinstance(keys, dict):
+            raise ConfigError(f"[partitions.{label}] must be a table named with letters, digits, '.', '_' or '-'")
+        nested = [k for k, v in keys.items() if isinstance(v, dict)]
+        if nested:  # [partitions.dirichlet-0.5] is read as dirichlet-0 -> 5
+            raise ConfigError(f"[partitions.{label}.{nested[0]}] is a nested table; quote labels that "
+                              f'contain dots, e.g. [partitions."{label}.{nested[0]}"]')
+        fixed = sorted(set(keys) & {"strategy", "seed", "results-dir", "run-name"})
+        if fixed:
+            raise ConfigError(f"[partitions.{label}] sets {fixed[0]!r}, which the grid sets per cell")
+    for key in ("strategy", "seed", "run-name"):
+        if key in run:
+            raise ConfigError(f"[run] sets {key!r}, which the grid sets per cell; use the top-level keys")
+    results_dir = Path(str(run.pop("results-dir", DEFAULTS["results-dir"])))
+    experiment = Experiment(name, tuple(dict.fromkeys(strategies)), tuple(dict.fromkeys(seeds)),
+                            target, partitions, run, results_dir)
+    experiment.cells()  # validates every cell's run config now, before anything runs
+    return experiment

@@ -1,0 +1,186 @@
+"""An experiment's tables and plots: runs.csv, summary.csv, PNGs and report.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from experiments.compare import DONE, cell_dir  # noqa: E402
+from experiments.grid import Experiment  # noqa: E402
+
+RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "train_loss",
+               "selected_clients", "client_updates", "rejected_clients", "firing_rate", "seconds"]
+TIMING_COLUMNS = ["wall_seconds_mean", "wall_seconds_std"]
+
+
+def rounds_to_target(accuracy: Sequence[float], target: float) -> int | None:
+    """The first round (1-based) whose accuracy is >= ``target``; None if never reached."""
+    for i, acc in enumerate(accuracy, start=1):
+        if acc >= target:
+            return i
+    return None
+
+
+def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every round of every complete cell (runs), and one row per cell (its final figures)."""
+    rounds, cells = [], []
+    for cell in experiment.cells():
+        directory = cell_dir(cell)
+        if not (directory / DONE).exists():
+            continue
+        frame = pd.read_csv(directory / "rounds.csv", dtype={"selected_clients": str, "rejected_clients": str})
+        frame.insert(1, "partition", cell.partition)
+        frame.insert(2, "seed", cell.seed)
+        rounds.append(frame[RUN_COLUMNS])
+        accuracy = frame["test_accuracy"].to_numpy(dtype=float)
+        cells.append({
+            "strategy": cell.strategy, "partition": cell.partition, "seed": cell.seed,
+            "final_accuracy": accuracy[-1], "best_accuracy": accuracy.max(),
+            "rounds_to_target": rounds_to_target(accuracy, experiment.target_accuracy),
+            "client_updates": int(frame["client_updates"].sum()),
+            "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
+        })
+    runs = pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame(columns=RUN_COLUMNS)
+    return runs, pd.DataFrame(cells)
+
+
+def summarise(cells: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
+    """Per strategy x partition: mean and std over seeds. Rounds to target averages the
+    seeds that reached it (``reached`` says how many); blank when none did."""
+    rows = []
+    for (partition, strategy), group in cells.groupby(["partition", "strategy"], sort=False):
+        reached = group["rounds_to_target"].dropna().astype(float)
+        row = {"partition": partition, "strategy": strategy, "seeds": len(group)}
+        for key in ("final_accuracy", "best_accuracy"):
+            row[f"{key}_mean"] = group[key].mean()
+            row[f"{key}_std"] = group[key].std(ddof=0)
+        row["rounds_to_target_mean"] = reached.mean() if len(reached) else np.nan
+        row["rounds_to_target_std"] = reached.std(ddof=0) if len(reached) else np.nan
+        row["reached"] = f"{len(reached)}/{len(group)}"
+        row["client_updates_mean"] = group["client_updates"].mean()
+        row["wall_seconds_mean"] = group["wall_seconds"].mean()
+        row["wall_seconds_std"] = group["wall_seconds"].std(ddof=0)
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    if order and len(summary):
+        rank = {s: i for i, s in enumerate(order)}
+        summary = summary.sort_values("strategy", key=lambda s: s.map(rank), kind="stable")
+        summary = summary.sort_values("partition", key=lambda s: s.map(
+            {p: i for i, p in enumerate(dict.fromkeys(cells["partition"]))}), kind="stable")
+    return summary.reset_index(drop=True)
+
+
+def plot_accuracy(runs: pd.DataFrame, partition: str, strategies: Sequence[str], path: Path) -> None:
+    """Test accuracy vs round for one partition setting: mean over seeds, shaded +-1 std."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for strategy in strategies:
+        frame = runs[(runs["partition"] == partition) & (runs["strategy"] == strategy)]
+        if frame.empty:
+            continue
+        stats = frame.groupby("round")["test_accuracy"].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats.index, stats["mean"], label=strategy, linewidth=1.4)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
+    ax.set(xlabel="round", ylabel="test accuracy", title=f"{partition}: accuracy vs round (mean ± std over seeds)",
+           ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rounds_to_target(summary: pd.DataFrame, target: float, strategies: Sequence[str], path: Path) -> None:
+    """Grouped bars: rounds to reach the target per partition and strategy; 'never' when no seed did."""
+    partitions = list(dict.fromkeys(summary["partition"]))
+    width = 0.8 / max(len(strategies), 1)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(partitions)), 4.0))
+    for i, strategy in enumerate(strategies):
+        rows = summary[summary["strategy"] == strategy].set_index("partition").reindex(partitions)
+        x = np.arange(len(partitions)) + (i - (len(strategies) - 1) / 2) * width
+        heights = rows["rounds_to_target_mean"].to_numpy(dtype=float)
+        bars = ax.bar(x, np.nan_to_num(heights), width, yerr=np.nan_to_num(rows["rounds_to_target_std"].to_numpy(dtype=float)),
+                      label=strategy, capsize=2)
+        for bar, height, reached in zip(bars, heights, rows["reached"]):
+            done, total = reached.split("/")
+            label = "never" if np.isnan(height) else (reached if done != total else "")
+            if label:
+                ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                            va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(np.arange(len(partitions)), partitions)
+    ax.set(ylabel="rounds", title=f"rounds to reach {target:.0%} test accuracy (mean ± std over seeds that reached it)")
+    ax.title.set_fontsize(9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fmt(mean: float, std: float, digits: int) -> str:
+    return "" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table, mean ± std over seeds."""
+    table = pd.DataFrame({
+        "partition": summary["partition"],
+        "strategy": summary["strategy"],
+        "final accuracy": [fmt(m, s, 3) for m, s in zip(summary["final_accuracy_mean"], summary["final_accuracy_std"])],
+        "best accuracy": [fmt(m, s, 3) for m, s in zip(summary["best_accuracy_mean"], summary["best_accuracy_std"])],
+        "rounds to target": [fmt(m, s, 1) or "never" for m, s in zip(summary["rounds_to_target_mean"],
+                                                                      summary["rounds_to_target_std"])],
+        "reached": summary["reached"],
+        "client updates": summary["client_updates_mean"].round().astype(int),
+        "wall s": summary["wall_seconds_mean"].round(1),
+    })
+    return table.to_markdown(index=False)
+
+
+def write_report(experiment: Experiment, command: str) -> Path:
+    """Write runs.csv, summary.csv, the PNG plots and report.md; returns report.md's path."""
+    out = experiment.directory
+    out.mkdir(parents=True, exist_ok=True)
+    runs, cells = collect_runs(experiment)
+    runs.to_csv(out / "runs.csv", index=False)
+    summary = summarise(cells, experiment.strategies) if len(cells) else pd.DataFrame()
+    summary.to_csv(out / "summary.csv", index=False)
+    if summary.empty:
+        return out / "summary.csv"
+    plots = []
+    for partition in experiment.partitions:
+        if partition in set(summary["partition"]):
+            name = f"accuracy-{partition}.png"
+            plot_accuracy(runs, partition, experiment.strategies, out / name)
+            plots.append((f"Accuracy vs round, {partition}", name))
+    plot_rounds_to_target(summary, experiment.target_accuracy, experiment.strategies, out / "rounds-to-target.png")
+    plots.append((f"Rounds to {experiment.target_accuracy:.0%} accuracy", "rounds-to-target.png"))
+    done, total = len(cells), len(experiment.cells())
+    cfg = experiment.cells()[0].config
+    lines = [
+        f"# {experiment.name}: client-selection strategies compared",
+        "",
+        f"Produced by `{command}`: {done} of {total} cells complete "
+        f"({len(experiment.strategies)} strategies x {len(experiment.partitions)} partition settings x "
+        f"{len(experiment.seeds)} seeds), dataset `{cfg.dataset}`, workload `{cfg.workload}`, "
+        f"{cfg.num_partitions} clients, {cfg.clients_per_round} aggregated per round, "
+        f"{cfg.num_server_rounds} rounds, target accuracy {experiment.target_accuracy}.",
+        "",
+        "Mean ± std over seeds. *Rounds to target* averages the seeds that reached the target "
+        "(*reached*); *client updates* counts local trainings over the run (SFedCA trains a "
+        "candidate set larger than the aggregated set); *wall s* includes Ray's start-up.",
+        "",
+        markdown_table(summary),
+        "",
+    ]
+    for title, name in plots:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

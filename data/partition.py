@@ -7,6 +7,7 @@ a partition is the list of training-sample indices it receives.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import datasets
@@ -61,8 +62,10 @@ def partition_indices(cfg: RunConfig) -> tuple[np.ndarray, ...]:
     # IidPartitioner shards contiguously: shuffle first so that IID means IID.
     part.dataset = rows.shuffle(seed=cfg.seed)
     try:
-        parts = tuple(np.asarray(part.load_partition(i)["index"], dtype=np.int64)
-                      for i in range(cfg.num_partitions))
+        with warnings.catch_warnings():  # Dirichlet re-draws warn on every attempt; failure is reported below
+            warnings.filterwarnings("ignore", "The specified min_partition_size", UserWarning)
+            parts = tuple(np.asarray(part.load_partition(i)["index"], dtype=np.int64)
+                          for i in range(cfg.num_partitions))
         if any(len(p) == 0 for p in parts):
             raise ValueError(f"partition {[len(p) for p in parts].index(0)} is empty.")
         return parts

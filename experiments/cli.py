@@ -8,12 +8,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from server.config import ConfigError
 
 app = typer.Typer(help="SpikeFed: federated learning for spiking neural networks on Flower.",
                   no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
+
+
+def say(label: str, message: str) -> None:
+    """One red-labelled line on stderr; the message is printed as is (no rich markup)."""
+    console.print(f"[red]{label}:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -42,13 +48,13 @@ def run(
     try:
         cfg = resolve(parse_sets(set_))
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        say("error", str(err))
         raise typer.Exit(2) from None
     start = time.perf_counter()
     directory = simulate(cfg)
     rows = read_rounds(directory)
     if not rows:
-        console.print(f"[red]error:[/red] the run wrote no rounds; see the log above ({directory})")
+        say("error", f"the run wrote no rounds; see the log above ({directory})")
         raise typer.Exit(1)
     final = rows[-1]
     print(f"results: {directory.resolve()}")
@@ -79,7 +85,7 @@ def compare(
             for cell in cells:  # the data and partitions too, before the first cell starts
                 resolve(cell.config.to_mapping())
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        say("error", str(err))
         raise typer.Exit(2) from None
     done = [c for c in cells if is_complete(c)]
     if dry_run:
@@ -99,7 +105,7 @@ def compare(
     command = " ".join(["spikefed compare", str(config), *(f"--set {s}" for s in set_)])
     report = write_report(experiment, command)
     for failure in failures:
-        console.print(f"[red]failed:[/red] {failure}", highlight=False, soft_wrap=True)
+        say("failed", failure)
     print(f"results: {experiment.directory.resolve()}")
     print(f"report: {report.resolve()}")
     if failures:

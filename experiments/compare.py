@@ -2,8 +2,8 @@
 
 A cell runs as a child process (its own Ray instance and process group), so a crash
 or Ctrl-C loses at most the cell in flight. A cell is complete once ``cell.json`` is
-written next to its ``rounds.csv``; a re-run skips complete cells and starts incomplete
-ones again from round 1.
+written next to its ``rounds.csv`` and its ``config.json`` still matches the grid; a
+re-run skips complete cells and starts the others again from round 1.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ def cell_dir(cell: Cell) -> Path:
 
 
 def is_complete(cell: Cell) -> bool:
-    return (cell_dir(cell) / DONE).exists()
+    """Finished, with the same run config (where the results go aside): a cell whose
+    settings changed since it ran is run again."""
+    directory = cell_dir(cell)
+    if not (directory / DONE).exists():
+        return False
+    where = ("results-dir", "run-name")
+    ran = {k: v for k, v in json.loads((directory / "config.json").read_text()).items() if k not in where}
+    return ran == {k: v for k, v in cell.config.to_mapping().items() if k not in where}
 
 
 def rounds_written(directory: Path) -> int:

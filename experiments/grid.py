@@ -114,8 +114,9 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
     for s in strategies:
         if s not in STRATEGIES:
             raise ConfigError(f"strategies: {s!r} is not a strategy; accepted: all, {', '.join(STRATEGIES)}")
+    seeds = _list("seeds", data.get("seeds", [0]))
     try:
-        seeds = [int(s) for s in _list("seeds", data.get("seeds", [0]))]
+        seeds = [int(s) for s in seeds]
     except ValueError:
         raise ConfigError(f"seeds={data['seeds']!r} must be integers") from None
     try:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from experiments.compare import DONE, cell_dir  # noqa: E402
+from experiments.compare import DONE, cell_dir, is_complete  # noqa: E402
 from experiments.grid import Experiment  # noqa: E402
 
 RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "train_loss",
@@ -33,9 +33,9 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every round of every complete cell (runs), and one row per cell (its final figures)."""
     rounds, cells = [], []
     for cell in experiment.cells():
-        directory = cell_dir(cell)
-        if not (directory / DONE).exists():
+        if not is_complete(cell):
             continue
+        directory = cell_dir(cell)
         frame = pd.read_csv(directory / "rounds.csv", dtype={"selected_clients": str, "rejected_clients": str})
         frame.insert(1, "partition", cell.partition)
         frame.insert(2, "seed", cell.seed)

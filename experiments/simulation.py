@@ -6,21 +6,24 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.simulation import run_simulation
 
 from clients.app import app as client_app
 from data import partition_sizes
 from server.app import make_server_app
-from server.config import RunConfig, load_config
+from server.config import ConfigError, RunConfig, load_config
 from server.results import run_dir
 
 
 def resolve(overrides: dict[str, Any]) -> RunConfig:
-    """Validate the overrides and the partitioning before any process starts.
+    """Validate the overrides, the GPU request and the partitioning before any process starts.
 
     The run name is fixed here so the caller knows where the results go.
     """
     cfg = load_config(overrides)
+    if cfg.num_gpus > 0 and not torch.cuda.is_available():  # Ray would wait for a GPU forever
+        raise ConfigError(f"num-gpus={cfg.num_gpus} but torch sees no GPU here; accepted: num-gpus=0")
     partition_sizes(cfg)
     if not cfg.run_name:
         cfg = load_config({**cfg.to_mapping(), "run-name": run_dir(cfg).name})

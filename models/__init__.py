@@ -1,9 +1,10 @@
 """Spiking networks and the workload registry (what a client trains)."""
 
 from models.classify import ClassifyWorkload
+from models.esvae_workload import ESVAEWorkload
 from models.workload import Workload
 
-WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload()}
+WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAEWorkload()}
 
 
 def get_workload(name: str) -> Workload:

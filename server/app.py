@@ -66,6 +66,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "scores": [f"{pid}:{score:.6g}" for pid, score in sorted(record.scores.items())],
             "test_accuracy": metrics.get("accuracy", ""),
             "test_loss": metrics.get("loss", ""),
+            "test_mse": metrics.get("mse", ""),
             "train_loss": train.get("train-loss", ""),
             "firing_rate": metrics.get("firing-rate", ""),
             "seconds": round(time.perf_counter() - last, 3),

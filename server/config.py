@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "sfedca-credit-layers": "output",
     "sfedca-credit-decay": 0.5,
     "sfedca-explore-fraction": 0.3,
+    "esvae-latent-dim": 32,
+    "esvae-mmd-lambda": 0.001,
+    "esvae-mmd-kernel": "rbf",
 }
 
 
@@ -94,6 +97,9 @@ class RunConfig:
     sfedca_credit_layers: str
     sfedca_credit_decay: float
     sfedca_explore_fraction: float
+    esvae_latent_dim: int
+    esvae_mmd_lambda: float
+    esvae_mmd_kernel: str
 
     @property
     def clients_per_round(self) -> int:
@@ -153,6 +159,7 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
     # Imported here: the registries import this module.
     from data import DATASETS, PARTITIONERS
     from models import WORKLOADS
+    from models.mmd import KERNELS
     from strategies import STRATEGIES
     from strategies.sfedca import CREDIT_DISTANCES, CREDIT_LAYERS
 
@@ -183,7 +190,9 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
     _check_range("sfedca-credit-decay", cfg.sfedca_credit_decay, 0, 1, low_open=True)
     _check_choice("sfedca-credit-distance", cfg.sfedca_credit_distance, list(CREDIT_DISTANCES))
     _check_choice("sfedca-credit-layers", cfg.sfedca_credit_layers, list(CREDIT_LAYERS))
-    for key in ("num-partitions", "num-server-rounds", "local-epochs", "batch-size",
+    _check_choice("esvae-mmd-kernel", cfg.esvae_mmd_kernel, list(KERNELS))
+    _check_range("esvae-mmd-lambda", cfg.esvae_mmd_lambda, 0, None, low_open=False)
+    for key in ("num-partitions", "num-server-rounds", "local-epochs", "batch-size", "esvae-latent-dim",
                 "timesteps", "min-train-nodes", "classes-per-client", "shards-per-client"):
         _check_range(key, merged[key], 1, None, low_open=False)
     _check_range("min-partition-size", cfg.min_partition_size, 0, None, low_open=False)

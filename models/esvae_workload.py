@@ -1,0 +1,76 @@
+"""The `esvae` workload: ESVAE trained locally; the server tracks reconstruction MSE.
+
+SFedCA's firing statistics come from the encoder's spiking layers; the last of them is
+the latent layer, so the "output" statistic is each latent neuron's rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from models.esvae import ESVAE
+from models.firing import firing_rates
+from models.workload import Data, torch_device
+
+if TYPE_CHECKING:
+    from data import DatasetSpec
+    from server.config import RunConfig
+
+WEIGHT_CLIP = 4.0  # the authors clip weights to [-4, 4]
+PRIOR_LR_FACTOR = 10.0  # and train the prior's layer with 10x the learning rate
+
+
+class ESVAEWorkload:
+    """Builds :class:`ESVAE` from the ``esvae-*`` keys; :meth:`train` is the one training loop
+    of both VAEs (`spikefed esvae train` uses it for the ANN VAE too)."""
+
+    def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> ESVAE:
+        return ESVAE(spec.channels, spec.size, cfg.esvae_latent_dim, cfg.timesteps,
+                     cfg.esvae_mmd_lambda, cfg.esvae_mmd_kernel).to(torch_device())
+
+    def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int,
+              on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
+        """Adam over ``cfg.local_epochs``; ``on_epoch(epoch, mean loss)`` after each epoch."""
+        x = torch.as_tensor(data[0], device=torch_device())
+        generator = torch.Generator().manual_seed(seed)
+        prior = list(model.prior.parameters()) if hasattr(model, "prior") else []
+        others = [p for p in model.parameters() if all(p is not q for q in prior)]
+        groups = [{"params": others}] + ([{"params": prior, "lr": cfg.lr * PRIOR_LR_FACTOR}] if prior else [])
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        model.train()
+        for epoch in range(cfg.local_epochs):
+            total, squares, objective = 0.0, 0.0, 0.0  # of the last epoch
+            for batch in torch.randperm(len(x), generator=generator).split(cfg.batch_size):
+                loss, per_sample = model.loss(x[batch.to(x.device)])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.clamp_(-WEIGHT_CLIP, WEIGHT_CLIP)
+                total += per_sample.sum().item()
+                squares += per_sample.pow(2).sum().item()
+                objective += loss.item() * len(batch)
+            if on_epoch:
+                on_epoch(epoch, objective / len(x))
+        # train-loss: reconstruction MSE; loss-sq-mean: its per-sample square (Oort's utility)
+        return {"train-loss": total / len(x), "loss-sq-mean": squares / len(x)}
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, float]:
+        """Reconstruction MSE in [0, 1] pixels (``loss`` and ``mse``), with a fixed sampling seed."""
+        x = torch.as_tensor(data[0], device=torch_device())
+        generator = torch.Generator(device=x.device).manual_seed(cfg.seed)
+        model.eval()
+        squared = 0.0
+        for start in range(0, len(x), 256):
+            xb = x[start:start + 256]
+            squared += (model.reconstruct(xb, generator=generator) - xb).pow(2).flatten(1).mean(1).sum().item()
+        return {"loss": squared / len(x), "mse": squared / len(x)}
+
+    def firing_rates(self, model: ESVAE, data: Data, cfg: RunConfig) -> dict[str, list[float]]:
+        x = torch.as_tensor(data[0], device=torch_device())
+        return firing_rates(model.encoder, x, cfg.timesteps)

@@ -68,7 +68,7 @@ def run(
 def compare(
     config: Annotated[Path, typer.Argument(help="Experiment TOML, e.g. experiments/configs/smoke.toml")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a key: a top-level experiment key "
-                                            "(strategies, seeds, target-accuracy, name) or a [run] key")] = [],
+                                            "(strategies, seeds, metric, target, name) or a [run] key")] = [],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and whether each is complete; run nothing")] = False,
 ) -> None:
     """Run a grid of simulations (strategies x partitions x seeds) and write tables, plots

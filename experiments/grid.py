@@ -5,7 +5,8 @@ The file has four top-level keys and two tables::
     name = "digits_noniid"          # results go to <results-dir>/<name>/ (default: file stem)
     strategies = ["all"]            # names from the registry, or "all"
     seeds = [0, 1, 2]
-    target-accuracy = 0.9           # for rounds-to-target in summary.csv
+    metric = "accuracy"             # what is compared: accuracy (higher is better), mse or loss (lower)
+    target = 0.9                    # for rounds-to-target in summary.csv
 
     [run]                           # run-config keys shared by every cell
     num-partitions = 50
@@ -29,7 +30,9 @@ from typing import Any
 from server.config import DEFAULTS, ConfigError, RunConfig, load_config
 from strategies import STRATEGIES
 
-TOP_LEVEL = ("name", "strategies", "seeds", "target-accuracy", "run", "partitions")
+TOP_LEVEL = ("name", "strategies", "seeds", "metric", "target", "run", "partitions")
+# metric -> (rounds.csv column, whether higher is better)
+METRICS = {"accuracy": ("test_accuracy", True), "mse": ("test_mse", False), "loss": ("test_loss", False)}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -52,10 +55,19 @@ class Experiment:
     name: str
     strategies: tuple[str, ...]
     seeds: tuple[int, ...]
-    target_accuracy: float
+    metric: str
+    target: float
     partitions: dict[str, dict[str, Any]]
     run: dict[str, Any]
     results_dir: Path
+
+    @property
+    def column(self) -> str:
+        return METRICS[self.metric][0]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric][1]
 
     @property
     def directory(self) -> Path:
@@ -119,12 +131,15 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
         seeds = [int(s) for s in seeds]
     except ValueError:
         raise ConfigError(f"seeds={data['seeds']!r} must be integers") from None
+    metric = str(data.get("metric", "accuracy"))
+    if metric not in METRICS:
+        raise ConfigError(f"metric={metric!r} is unknown; accepted: {', '.join(METRICS)}")
     try:
-        target = float(data.get("target-accuracy", 0.9))
+        target = float(data.get("target", 0.9))
     except ValueError:
-        raise ConfigError(f"target-accuracy={data['target-accuracy']!r} is not a number") from None
-    if not 0 < target <= 1:
-        raise ConfigError(f"target-accuracy={target} is out of range; accepted: (0, 1]")
+        raise ConfigError(f"target={data['target']!r} is not a number") from None
+    if metric == "accuracy" and not 0 < target <= 1:
+        raise ConfigError(f"target={target} is out of range for metric accuracy; accepted: (0, 1]")
     partitions = data.get("partitions") or {"default": {}}
     for label, keys in partitions.items():
         if not LABEL.match(label) or not isinstance(keys, dict):
@@ -141,6 +156,6 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
             raise ConfigError(f"[run] sets {key!r}, which the grid sets per cell; use the top-level keys")
     results_dir = Path(str(run.pop("results-dir", DEFAULTS["results-dir"])))
     experiment = Experiment(name, tuple(dict.fromkeys(strategies)), tuple(dict.fromkeys(seeds)),
-                            target, partitions, run, results_dir)
+                            metric, target, partitions, run, results_dir)
     experiment.cells()  # validates every cell's run config now, before anything runs
     return experiment

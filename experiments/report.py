@@ -16,15 +16,16 @@ import pandas as pd  # noqa: E402
 from experiments.compare import DONE, cell_dir, is_complete  # noqa: E402
 from experiments.grid import Experiment  # noqa: E402
 
-RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "train_loss",
+RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "test_mse", "train_loss",
                "selected_clients", "client_updates", "rejected_clients", "firing_rate", "seconds"]
 TIMING_COLUMNS = ["wall_seconds_mean", "wall_seconds_std"]
 
 
-def rounds_to_target(accuracy: Sequence[float], target: float) -> int | None:
-    """The first round (1-based) whose accuracy is >= ``target``; None if never reached."""
-    for i, acc in enumerate(accuracy, start=1):
-        if acc >= target:
+def rounds_to_target(values: Sequence[float], target: float, higher_is_better: bool = True) -> int | None:
+    """The first round (1-based) whose value is >= ``target`` (<= when lower is better);
+    None if never reached."""
+    for i, value in enumerate(values, start=1):
+        if (value >= target) if higher_is_better else (value <= target):
             return i
     return None
 
@@ -39,12 +40,13 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
         frame = pd.read_csv(directory / "rounds.csv", dtype={"selected_clients": str, "rejected_clients": str})
         frame.insert(1, "partition", cell.partition)
         frame.insert(2, "seed", cell.seed)
-        rounds.append(frame[RUN_COLUMNS])
-        accuracy = frame["test_accuracy"].to_numpy(dtype=float)
+        rounds.append(frame.reindex(columns=RUN_COLUMNS))
+        values = frame[experiment.column].to_numpy(dtype=float)
+        m = experiment.metric
         cells.append({
             "strategy": cell.strategy, "partition": cell.partition, "seed": cell.seed,
-            "final_accuracy": accuracy[-1], "best_accuracy": accuracy.max(),
-            "rounds_to_target": rounds_to_target(accuracy, experiment.target_accuracy),
+            f"final_{m}": values[-1], f"best_{m}": values.max() if experiment.higher_is_better else values.min(),
+            "rounds_to_target": rounds_to_target(values, experiment.target, experiment.higher_is_better),
             "client_updates": int(frame["client_updates"].sum()),
             "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
         })
@@ -52,14 +54,14 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, pd.DataFrame(cells)
 
 
-def summarise(cells: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
+def summarise(cells: pd.DataFrame, metric: str = "accuracy", order: Sequence[str] = ()) -> pd.DataFrame:
     """Per strategy x partition: mean and std over seeds. Rounds to target averages the
     seeds that reached it (``reached`` says how many); blank when none did."""
     rows = []
     for (partition, strategy), group in cells.groupby(["partition", "strategy"], sort=False):
         reached = group["rounds_to_target"].dropna().astype(float)
         row = {"partition": partition, "strategy": strategy, "seeds": len(group)}
-        for key in ("final_accuracy", "best_accuracy"):
+        for key in (f"final_{metric}", f"best_{metric}"):
             row[f"{key}_mean"] = group[key].mean()
             row[f"{key}_std"] = group[key].std(ddof=0)
         row["rounds_to_target_mean"] = reached.mean() if len(reached) else np.nan
@@ -78,18 +80,20 @@ def summarise(cells: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
     return summary.reset_index(drop=True)
 
 
-def plot_accuracy(runs: pd.DataFrame, partition: str, strategies: Sequence[str], path: Path) -> None:
-    """Test accuracy vs round for one partition setting: mean over seeds, shaded +-1 std."""
+def plot_curves(runs: pd.DataFrame, column: str, partition: str, strategies: Sequence[str], path: Path) -> None:
+    """``column`` (e.g. test_accuracy) vs round for one partition setting: mean over seeds, shaded +-1 std."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for strategy in strategies:
         frame = runs[(runs["partition"] == partition) & (runs["strategy"] == strategy)]
         if frame.empty:
             continue
-        stats = frame.groupby("round")["test_accuracy"].agg(["mean", "std"]).fillna(0.0)
+        stats = frame.groupby("round")[column].agg(["mean", "std"]).fillna(0.0)
         ax.plot(stats.index, stats["mean"], label=strategy, linewidth=1.4)
         ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
-    ax.set(xlabel="round", ylabel="test accuracy", title=f"{partition}: accuracy vs round (mean ± std over seeds)",
-           ylim=(0, 1))
+    label = column.replace("_", " ")
+    ax.set(xlabel="round", ylabel=label, title=f"{partition}: {label} vs round (mean ± std over seeds)")
+    if column == "test_accuracy":
+        ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -97,7 +101,7 @@ def plot_accuracy(runs: pd.DataFrame, partition: str, strategies: Sequence[str],
     plt.close(fig)
 
 
-def plot_rounds_to_target(summary: pd.DataFrame, target: float, strategies: Sequence[str], path: Path) -> None:
+def plot_rounds_to_target(summary: pd.DataFrame, goal: str, strategies: Sequence[str], path: Path) -> None:
     """Grouped bars: rounds to reach the target per partition and strategy; 'never' when no seed did."""
     partitions = list(dict.fromkeys(summary["partition"]))
     width = 0.8 / max(len(strategies), 1)
@@ -115,7 +119,7 @@ def plot_rounds_to_target(summary: pd.DataFrame, target: float, strategies: Sequ
                 ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                             va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(np.arange(len(partitions)), partitions)
-    ax.set(ylabel="rounds", title=f"rounds to reach {target:.0%} test accuracy (mean ± std over seeds that reached it)")
+    ax.set(ylabel="rounds", title=f"rounds to reach {goal} (mean ± std over seeds that reached it)")
     ax.title.set_fontsize(9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
@@ -128,13 +132,15 @@ def fmt(mean: float, std: float, digits: int) -> str:
     return "" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
+def markdown_table(summary: pd.DataFrame, metric: str) -> str:
     """The summary as a Markdown table, mean ± std over seeds."""
+    digits = 3 if metric == "accuracy" else 4
     table = pd.DataFrame({
         "partition": summary["partition"],
         "strategy": summary["strategy"],
-        "final accuracy": [fmt(m, s, 3) for m, s in zip(summary["final_accuracy_mean"], summary["final_accuracy_std"])],
-        "best accuracy": [fmt(m, s, 3) for m, s in zip(summary["best_accuracy_mean"], summary["best_accuracy_std"])],
+        **{f"{kind} {metric}": [fmt(m, s, digits) for m, s in zip(summary[f"{kind}_{metric}_mean"],
+                                                                   summary[f"{kind}_{metric}_std"])]
+           for kind in ("final", "best")},
         "rounds to target": [fmt(m, s, 1) or "never" for m, s in zip(summary["rounds_to_target_mean"],
                                                                       summary["rounds_to_target_std"])],
         "reached": summary["reached"],
@@ -150,18 +156,19 @@ def write_report(experiment: Experiment, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     runs, cells = collect_runs(experiment)
     runs.to_csv(out / "runs.csv", index=False)
-    summary = summarise(cells, experiment.strategies) if len(cells) else pd.DataFrame()
+    summary = summarise(cells, experiment.metric, experiment.strategies) if len(cells) else pd.DataFrame()
     summary.to_csv(out / "summary.csv", index=False)
     if summary.empty:
         return out / "summary.csv"
     plots = []
     for partition in experiment.partitions:
         if partition in set(summary["partition"]):
-            name = f"accuracy-{partition}.png"
-            plot_accuracy(runs, partition, experiment.strategies, out / name)
-            plots.append((f"Accuracy vs round, {partition}", name))
-    plot_rounds_to_target(summary, experiment.target_accuracy, experiment.strategies, out / "rounds-to-target.png")
-    plots.append((f"Rounds to {experiment.target_accuracy:.0%} accuracy", "rounds-to-target.png"))
+            name = f"{experiment.metric}-{partition}.png"
+            plot_curves(runs, experiment.column, partition, experiment.strategies, out / name)
+            plots.append((f"{experiment.column.replace('_', ' ').capitalize()} vs round, {partition}", name))
+    goal = f"{experiment.column.replace('_', ' ')} {'>=' if experiment.higher_is_better else '<='} {experiment.target:g}"
+    plot_rounds_to_target(summary, goal, experiment.strategies, out / "rounds-to-target.png")
+    plots.append((f"Rounds to {goal}", "rounds-to-target.png"))
     done, total = len(cells), len(experiment.cells())
     cfg = experiment.cells()[0].config
     lines = [
@@ -171,13 +178,13 @@ def write_report(experiment: Experiment, command: str) -> Path:
         f"({len(experiment.strategies)} strategies x {len(experiment.partitions)} partition settings x "
         f"{len(experiment.seeds)} seeds), dataset `{cfg.dataset}`, workload `{cfg.workload}`, "
         f"{cfg.num_partitions} clients, {cfg.clients_per_round} aggregated per round, "
-        f"{cfg.num_server_rounds} rounds, target accuracy {experiment.target_accuracy}.",
+        f"{cfg.num_server_rounds} rounds, target {goal}.",
         "",
         "Mean ± std over seeds. *Rounds to target* averages the seeds that reached the target "
         "(*reached*); *client updates* counts local trainings over the run (SFedCA trains a "
         "candidate set larger than the aggregated set); *wall s* includes Ray's start-up.",
         "",
-        markdown_table(summary),
+        markdown_table(summary, experiment.metric),
         "",
     ]
     for title, name in plots:

@@ -27,6 +27,9 @@ def test_rounds_to_target_is_the_first_round_at_or_above_the_target():
     assert rounds_to_target(curve, 0.9) == 6
     assert rounds_to_target(curve, 0.05) == 1
     assert rounds_to_target(curve, 0.96) is None
+    mse = [0.09, 0.05, 0.04, 0.06, 0.03]
+    assert rounds_to_target(mse, 0.04, higher_is_better=False) == 3
+    assert rounds_to_target(mse, 0.01, higher_is_better=False) is None
 
 
 def test_summary_averages_over_seeds_and_leaves_unreached_targets_blank():
@@ -40,7 +43,7 @@ def test_summary_averages_over_seeds_and_leaves_unreached_targets_blank():
         "client_updates": [30, 30, 30, 75, 75],
         "wall_seconds": [1.0, 2.0, 3.0, 1.0, 1.0],
     })
-    summary = summarise(cells, order=["b", "a"]).set_index("strategy")
+    summary = summarise(cells, "accuracy", order=["b", "a"]).set_index("strategy")
     assert list(summary.index) == ["b", "a"]
     assert summary.loc["a", "final_accuracy_mean"] == pytest.approx(0.8)
     assert summary.loc["a", "final_accuracy_std"] == pytest.approx(np.std([0.8, 0.9, 0.7]))
@@ -79,7 +82,8 @@ def test_set_overrides_the_file(tmp_path):
     ('colour = "red"', {}, "unknown key 'colour'"),
     ('strategies = ["sfedca", "best"]', {}, "'best' is not a strategy"),
     ("seeds = []", {}, "seeds=[] must be a non-empty list"),
-    ("target-accuracy = 1.5", {}, "target-accuracy=1.5 is out of range"),
+    ("target = 1.5", {}, "target=1.5 is out of range for metric accuracy"),
+    ('metric = "fid"', {}, "metric='fid' is unknown; accepted: accuracy, mse, loss"),
     ('[partitions.dirichlet-0.5]\npartitioner = "dirichlet"', {}, "quote labels that contain dots"),
     ('[partitions.p]\nstrategy = "random"', {}, "sets 'strategy', which the grid sets per cell"),
     ("[run]\nnum-partitons = 5", {}, "unknown config key 'num-partitons'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -158,3 +159,95 @@ def esvae_train(
     print(f"results: {out.resolve()}")
     print(f"test MSE {metrics['test_mse']:.4f}, Frechet distance of samples (classifier features) "
           f"{metrics['frechet_samples']:.3f}, {metrics['train_seconds']:.0f} s")
+
+
+@app.command("train-teacher")
+def train_teacher_cmd(
+    dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 15,
+    seed: Annotated[int, typer.Option(help="seed of init and batches")] = 0,
+    data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    out: Annotated[Path | None, typer.Option(help="output folder [default: results/teacher-<dataset>-seed<seed>]")] = None,
+) -> None:
+    """Train the ANN CNN teacher that `spikefed dda distill` distils from; writes teacher.pt."""
+    from experiments.dda import train_teacher
+    from server.config import load_config
+
+    try:
+        cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "batch-size": 64})
+        from data import load_split
+        load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    except ConfigError as err:
+        say("error", str(err))
+        raise typer.Exit(2) from None
+    out = out or Path("results") / f"teacher-{dataset}-seed{seed}"
+    with console.status(f"training the teacher on {dataset} for {epochs} epochs"):
+        metrics = train_teacher(cfg, out, epochs)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"teacher: {(out / 'teacher.pt').resolve()}")
+    print(f"teacher test accuracy: {metrics['test_accuracy']:.4f}")
+
+
+dda_app = typer.Typer(help="DDA: data-free distillation with diffusion augmentation.", no_args_is_help=True)
+app.add_typer(dda_app, name="dda")
+
+
+@dda_app.command("distill")
+def dda_distill(
+    teacher: Annotated[str, typer.Option(help="teacher.pt from `spikefed train-teacher`")],
+    student: Annotated[str, typer.Option(help="snn (compact spiking CNN) or ann")] = "snn",
+    mode: Annotated[str, typer.Option(help="dda, no-filter (all variants), inversion (no augmentation), "
+                                           "or real (KD on the real training data: the upper bound)")] = "dda",
+    dataset: Annotated[str, typer.Option(help="the teacher's dataset (for the test split)")] = "digits",
+    images: Annotated[int, typer.Option(help="synthetic images inverted from the teacher")] = 512,
+    inversion_steps: Annotated[int, typer.Option(help="optimisation steps per synthetic batch")] = 200,
+    variants: Annotated[int, typer.Option(help="diffusion variants per synthetic image")] = 2,
+    strength: Annotated[float, typer.Option(help="SDEdit strength in (0, 1]: how far variants are noised")] = 0.3,
+    threshold: Annotated[float, typer.Option(help="keep variants with teacher-embedding cosine >= this")] = 0.8,
+    temperature: Annotated[float, typer.Option(help="KD temperature")] = 4.0,
+    epochs: Annotated[int, typer.Option(help="distillation epochs")] = 30,
+    denoiser_epochs: Annotated[int, typer.Option(help="epochs of the embedded UNet on the synthetic bank")] = 30,
+    pipeline: Annotated[str, typer.Option(help="a pretrained diffusers pipeline (id or folder) instead of the embedded UNet")] = "",
+    timesteps: Annotated[int, typer.Option(help="T of a spiking student")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of every stage")] = 0,
+    data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-<mode>-<student>-seed<seed>]")] = None,
+) -> None:
+    """Distil the teacher into a student without its training data; writes student.pt,
+    metrics.json and dda.png (synthetic images, variants, kept vs dropped)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from experiments.dda import distill_student, load_teacher
+    from models.dda.networks import STUDENTS
+    from models.dda.pipeline import MODES
+    from server.config import load_config
+
+    try:
+        if student not in STUDENTS:
+            raise ConfigError(f"--student {student!r} is unknown; accepted: {', '.join(STUDENTS)}")
+        if mode not in MODES:
+            raise ConfigError(f"--mode {mode!r} is unknown; accepted: {', '.join(MODES)}")
+        cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "timesteps": timesteps,
+                           "batch-size": 64, "dda-images": images, "dda-inversion-steps": inversion_steps,
+                           "dda-variants": variants, "dda-strength": strength, "dda-threshold": threshold,
+                           "dda-temperature": temperature, "dda-distill-epochs": epochs,
+                           "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline})
+        teacher_model = load_teacher(teacher, cfg)
+    except ConfigError as err:
+        say("error", str(err))
+        raise typer.Exit(2) from None
+    out = out or Path("results") / f"dda-{mode}-{student}-seed{seed}"
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        stage = progress.add_task(f"{mode}: synthesis, augmentation, filtering", total=None)
+        task = progress.add_task("distillation epochs", total=epochs)
+
+        def on_epoch(epoch: int, _loss: float) -> None:
+            progress.update(stage, total=1, completed=1)
+            progress.update(task, completed=epoch + 1)
+
+        metrics = distill_student(teacher_model, student, mode, cfg, out, on_epoch)
+    print(f"results: {out.resolve()}")
+    kept = f", kept {metrics['kept_fraction']:.0%} of variants" if "kept_fraction" in metrics else ""
+    print(f"student test accuracy {metrics['student_accuracy']:.4f} (teacher {metrics['teacher_accuracy']:.4f}"
+          f"{kept}), {metrics['total_seconds']:.0f} s")

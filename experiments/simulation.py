@@ -10,14 +10,16 @@ import torch
 from flwr.simulation import run_simulation
 
 from clients.app import app as client_app
-from data import partition_sizes
+from data import load_split, partition_sizes
+from models import get_workload
 from server.app import make_server_app
 from server.config import ConfigError, RunConfig, load_config
 from server.results import run_dir
 
 
 def resolve(overrides: dict[str, Any]) -> RunConfig:
-    """Validate the overrides, the GPU request and the partitioning before any process starts.
+    """Validate the overrides, the GPU request, the partitioning and the initial model
+    before any process starts.
 
     The run name is fixed here so the caller knows where the results go.
     """
@@ -25,6 +27,8 @@ def resolve(overrides: dict[str, Any]) -> RunConfig:
     if cfg.num_gpus > 0 and not torch.cuda.is_available():  # Ray would wait for a GPU forever
         raise ConfigError(f"num-gpus={cfg.num_gpus} but torch sees no GPU here; accepted: num-gpus=0")
     partition_sizes(cfg)
+    workload = get_workload(cfg.workload)  # e.g. a dda-student checkpoint that cannot be read
+    workload.initial_model(cfg, load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec)
     if not cfg.run_name:
         cfg = load_config({**cfg.to_mapping(), "run-name": run_dir(cfg).name})
     return cfg

@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional
 
 from models.firing import firing_rates
 from models.spiking_cnn import SpikingCNN
-from models.workload import Data, torch_device
+from models.workload import Data, Workload, torch_device
 
 if TYPE_CHECKING:
     from data import DatasetSpec
@@ -22,7 +22,7 @@ def _tensors(data: Data, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     return torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
 
 
-class ClassifyWorkload:
+class ClassifyWorkload(Workload):
     """Image classification with :class:`SpikingCNN`.
 
     The loss is the MSE between the output firing rates and the one-hot label

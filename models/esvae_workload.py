@@ -13,7 +13,7 @@ import torch
 
 from models.esvae import ESVAE
 from models.firing import firing_rates
-from models.workload import Data, torch_device
+from models.workload import Data, Workload, torch_device
 
 if TYPE_CHECKING:
     from data import DatasetSpec
@@ -23,7 +23,7 @@ WEIGHT_CLIP = 4.0  # the authors clip weights to [-4, 4]
 PRIOR_LR_FACTOR = 10.0  # and train the prior's layer with 10x the learning rate
 
 
-class ESVAEWorkload:
+class ESVAEWorkload(Workload):
     """Builds :class:`ESVAE` from the ``esvae-*`` keys; :meth:`train` is the one training loop
     of both VAEs (`spikefed esvae train` uses it for the ANN VAE too)."""
 

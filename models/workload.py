@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,17 +19,25 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Workload(Protocol):
+class Workload:
     """What the ClientApp and ServerApp call; they never look inside the model."""
 
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> torch.nn.Module:
         """A freshly initialised model for data of shape ``spec``."""
+        raise NotImplementedError
+
+    def initial_model(self, cfg: RunConfig, spec: DatasetSpec) -> torch.nn.Module:
+        """The server's global model before round 1 (a workload may start from a checkpoint)."""
+        return self.build_model(cfg, spec)
 
     def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int) -> dict[str, float]:
         """Train in place for ``cfg.local_epochs``; returns metrics such as ``train-loss``."""
+        raise NotImplementedError
 
     def evaluate(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, float]:
         """Metrics of ``model`` on ``data`` (``loss`` and, where it applies, ``accuracy``)."""
+        raise NotImplementedError
 
     def firing_rates(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, list[float]]:
         """Per spiking layer, the firing rates in [0, 1] on ``data``."""
+        raise NotImplementedError

@@ -37,7 +37,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
 
     clients = discover_clients(grid, cfg)
     strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
-    model = workload.build_model(cfg, split.spec)
+    model = workload.initial_model(cfg, split.spec)
     results = RunResults(run_dir(cfg), cfg)
     test_data = (split.x_test, split.y_test)
     last = time.perf_counter()
@@ -56,6 +56,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         if not cfg.server_eval and record.evaluate_metrics is not None:
             metrics = dict(record.evaluate_metrics)
         train = dict(record.train_metrics or {})
+        student = ""
+        if cfg.dda_distill_every and server_round % cfg.dda_distill_every == 0:
+            student = distil_student(server_round, arrays)
         results.append({
             "round": server_round,
             "strategy": cfg.strategy,
@@ -67,6 +70,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "test_accuracy": metrics.get("accuracy", ""),
             "test_loss": metrics.get("loss", ""),
             "test_mse": metrics.get("mse", ""),
+            "student_accuracy": student,
             "train_loss": train.get("train-loss", ""),
             "firing_rate": metrics.get("firing-rate", ""),
             "seconds": round(time.perf_counter() - last, 3),
@@ -74,6 +78,21 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         results.checkpoint(server_round, arrays)
         last = time.perf_counter()
         return MetricRecord(metrics)
+
+    def distil_student(server_round: int, arrays: ArrayRecord) -> float:
+        """DDA from the global model into a compact spiking student, no client data (dda-distill-every)."""
+        from models.dda.pipeline import distil_global
+
+        teacher = workload.build_model(cfg, split.spec)
+        teacher.load_state_dict(arrays.to_torch_state_dict())
+        device = next(teacher.parameters()).device
+        student, info = distil_global(teacher, cfg, split.spec, torch.as_tensor(split.x_test, device=device),
+                                      torch.as_tensor(split.y_test, device=device))
+        torch.save({"student": "snn", "round": server_round, "state_dict": student.state_dict()},
+                   results.directory / "student.pt")
+        log(INFO, "round %d: DDA student accuracy %.4f (kept %.0f%% of augmentations)", server_round,
+            info["student_accuracy"], 100 * info["kept_fraction"])
+        return info["student_accuracy"]
 
     config = ConfigRecord(cfg.to_mapping())
     strategy.start(

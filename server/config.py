@@ -56,6 +56,17 @@ DEFAULTS: dict[str, Any] = {
     "esvae-latent-dim": 32,
     "esvae-mmd-lambda": 0.001,
     "esvae-mmd-kernel": "rbf",
+    "dda-student": "",
+    "dda-pipeline": "",
+    "dda-images": 512,
+    "dda-inversion-steps": 200,
+    "dda-denoiser-epochs": 30,
+    "dda-variants": 2,
+    "dda-strength": 0.3,
+    "dda-threshold": 0.8,
+    "dda-temperature": 4.0,
+    "dda-distill-epochs": 30,
+    "dda-distill-every": 0,
 }
 
 
@@ -100,6 +111,17 @@ class RunConfig:
     esvae_latent_dim: int
     esvae_mmd_lambda: float
     esvae_mmd_kernel: str
+    dda_student: str
+    dda_pipeline: str
+    dda_images: int
+    dda_inversion_steps: int
+    dda_denoiser_epochs: int
+    dda_variants: int
+    dda_strength: float
+    dda_threshold: float
+    dda_temperature: float
+    dda_distill_epochs: int
+    dda_distill_every: int
 
     @property
     def clients_per_round(self) -> int:
@@ -192,7 +214,17 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
     _check_choice("sfedca-credit-layers", cfg.sfedca_credit_layers, list(CREDIT_LAYERS))
     _check_choice("esvae-mmd-kernel", cfg.esvae_mmd_kernel, list(KERNELS))
     _check_range("esvae-mmd-lambda", cfg.esvae_mmd_lambda, 0, None, low_open=False)
+    _check_range("dda-strength", cfg.dda_strength, 0, 1, low_open=True)
+    _check_range("dda-threshold", cfg.dda_threshold, -1, 1, low_open=False)
+    _check_range("dda-temperature", cfg.dda_temperature, 0, None, low_open=True)
+    _check_range("dda-distill-every", cfg.dda_distill_every, 0, None, low_open=False)
+    if cfg.dda_distill_every and cfg.workload not in ("classify", "dda"):
+        raise ConfigError(f"dda-distill-every={cfg.dda_distill_every} distils a classifier; "
+                          f"workload={cfg.workload!r} is not one; accepted: classify, dda (or dda-distill-every=0)")
+    if cfg.workload == "dda" and not cfg.dda_student:
+        raise ConfigError("workload='dda' needs dda-student=<student checkpoint from `spikefed dda distill`>")
     for key in ("num-partitions", "num-server-rounds", "local-epochs", "batch-size", "esvae-latent-dim",
+                "dda-images", "dda-inversion-steps", "dda-denoiser-epochs", "dda-variants", "dda-distill-epochs",
                 "timesteps", "min-train-nodes", "classes-per-client", "shards-per-client"):
         _check_range(key, merged[key], 1, None, low_open=False)
     _check_range("min-partition-size", cfg.min_partition_size, 0, None, low_open=False)

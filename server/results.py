@@ -14,7 +14,7 @@ from server.config import RunConfig
 
 COLUMNS = [
     "round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients", "scores",
-    "test_accuracy", "test_loss", "test_mse", "train_loss", "firing_rate", "seconds",
+    "test_accuracy", "test_loss", "test_mse", "student_accuracy", "train_loss", "firing_rate", "seconds",
 ]
 
 

@@ -1,0 +1,98 @@
+"""`spikefed train-teacher` and `spikefed dda distill`: DDA centrally, with its ablations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from data import load_split  # noqa: E402
+from models.ann_cnn import AnnCNN, train_classifier  # noqa: E402
+from models.dda.distill import accuracy  # noqa: E402
+from models.dda.networks import build_student  # noqa: E402
+from models.dda.pipeline import DDAResult, run_dda  # noqa: E402
+from models.dda.workload import load_checkpoint  # noqa: E402
+from models.workload import torch_device  # noqa: E402
+from server.config import ConfigError, RunConfig  # noqa: E402
+
+
+def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> dict:
+    """An :class:`AnnCNN` teacher trained on the whole training split; writes teacher.pt."""
+    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    device = torch_device()
+    torch.manual_seed(cfg.seed)
+    spec = split.spec
+    teacher = AnnCNN(spec.channels, spec.size, spec.num_classes).to(device)
+    x, y = torch.as_tensor(split.x_train, device=device), torch.as_tensor(split.y_train, device=device)
+    history = train_classifier(teacher, x, y, epochs, 1e-3, cfg.batch_size, cfg.seed)
+    acc = accuracy(teacher, torch.as_tensor(split.x_test, device=device), torch.as_tensor(split.y_test, device=device))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"teacher": "ann", "dataset": cfg.dataset, "seed": cfg.seed, "accuracy": acc,
+                "state_dict": teacher.state_dict()}, out / "teacher.pt")
+    return {"dataset": cfg.dataset, "epochs": epochs, "seed": cfg.seed, "test_accuracy": acc,
+            "loss_per_epoch": [round(v, 5) for v in history]}
+
+
+def load_teacher(path: str, cfg: RunConfig) -> AnnCNN:
+    state = load_checkpoint(path, "--teacher")
+    if state.get("teacher") != "ann" or state.get("dataset") != cfg.dataset:
+        raise ConfigError(f"--teacher {path!r} is a {state.get('teacher')!r} teacher for {state.get('dataset')!r}; "
+                          f"accepted: a teacher from `spikefed train-teacher --dataset {cfg.dataset}`")
+    spec = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec
+    teacher = AnnCNN(spec.channels, spec.size, spec.num_classes)
+    teacher.load_state_dict(state["state_dict"])
+    return teacher.to(torch_device()).eval()
+
+
+def distill_student(teacher: AnnCNN, student_kind: str, mode: str, cfg: RunConfig, out: Path,
+                    on_epoch=None) -> dict:
+    """Distil a fresh student with ``mode``; writes student.pt, metrics.json and dda.png."""
+    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    spec, device = split.spec, torch_device()
+    x_test = torch.as_tensor(split.x_test, device=device)
+    y_test = torch.as_tensor(split.y_test, device=device)
+    torch.manual_seed(cfg.seed)
+    student = build_student(student_kind, spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(device)
+    before = accuracy(student, x_test, y_test)
+    result = run_dda(teacher, student, cfg, (spec.channels, spec.size, spec.size), spec.num_classes, mode,
+                     real_images=torch.as_tensor(split.x_train, device=device), on_epoch=on_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"student": student_kind, "mode": mode, "dataset": cfg.dataset, "state_dict": student.state_dict()},
+               out / "student.pt")
+    metrics = {"dataset": cfg.dataset, "student": student_kind, "seed": cfg.seed,
+               "teacher_accuracy": accuracy(teacher, x_test, y_test), "student_accuracy_at_init": before,
+               "student_accuracy": accuracy(student, x_test, y_test), **result.info}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if result.synthetic is not None:
+        save_grid(result, out / "dda.png")
+    return metrics
+
+
+def save_grid(result: DDAResult, path: Path, columns: int = 12) -> None:
+    """Row 1: synthetic images; then one row per diffusion variant, framed green when the
+    filter kept it and red when it dropped it."""
+    variants = 0 if result.augmented is None else result.augmented.shape[1]
+    n = min(columns, len(result.synthetic))
+    fig, axes = plt.subplots(1 + variants, n, figsize=(n * 0.9, (1 + variants) * 1.0), squeeze=False)
+    for j in range(n):
+        cells = [(result.synthetic[j], None)] + [(result.augmented[j, v], bool(result.kept[j, v]))
+                                                 for v in range(variants)]
+        for i, (image, kept) in enumerate(cells):
+            ax = axes[i, j]
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if kept is not None:
+                for spine in ax.spines.values():
+                    spine.set(color="tab:green" if kept else "tab:red", linewidth=2.5)
+    axes[0, 0].set_ylabel("synthetic", fontsize=7)
+    for v in range(variants):
+        axes[1 + v, 0].set_ylabel(f"variant {v + 1}", fontsize=7)
+    fig.suptitle("DDA: synthetic images and diffusion variants (green kept, red dropped)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

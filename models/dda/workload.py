@@ -1,0 +1,48 @@
+"""The `dda` workload: federated training of a compact spiking student that DDA distilled
+data-free from a teacher (`spikefed dda distill --student snn`); clients train it like
+`classify`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from models.classify import ClassifyWorkload
+from models.dda.networks import build_student
+from models.spiking_cnn import SpikingCNN
+from models.workload import torch_device
+from server.config import ConfigError
+
+if TYPE_CHECKING:
+    from data import DatasetSpec
+    from server.config import RunConfig
+
+
+def load_checkpoint(path: str, key: str) -> dict:
+    """A checkpoint written by `spikefed`; ConfigError naming ``key`` and the path when unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any reason the file cannot be used
+        raise ConfigError(f"{key}={path!r} is not a readable checkpoint ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+class DDAWorkload(ClassifyWorkload):
+    """The student's shape comes from :func:`build_student`; round 0 loads ``dda-student``."""
+
+    def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
+        return build_student("snn", spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device())
+
+    def initial_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
+        state = load_checkpoint(cfg.dda_student, "dda-student")
+        if state.get("student") != "snn":
+            raise ConfigError(f"dda-student={cfg.dda_student!r} holds a {state.get('student')!r} student; "
+                              "accepted: a spiking student (`spikefed dda distill --student snn`)")
+        model = self.build_model(cfg, spec)
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as err:
+            raise ConfigError(f"dda-student={cfg.dda_student!r} does not fit {spec}: "
+                              f"{str(err).splitlines()[0]}") from None
+        return model

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from data import load_split  # noqa: E402
 from models.ann_cnn import AnnCNN, train_classifier  # noqa: E402
-from models.dda.distill import accuracy  # noqa: E402
+from models.dda.distill import accuracy, distill  # noqa: E402
 from models.dda.networks import build_student  # noqa: E402
-from models.dda.pipeline import DDAResult, run_dda  # noqa: E402
+from models.dda.pipeline import MODES, DDAResult, prepare, run_dda  # noqa: E402
 from models.dda.workload import load_checkpoint  # noqa: E402
 from models.workload import torch_device  # noqa: E402
 from server.config import ConfigError, RunConfig  # noqa: E402
@@ -96,3 +99,64 @@ def save_grid(result: DDAResult, path: Path, columns: int = 12) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def ablation(cfg: RunConfig, seeds: list[int], student_kind: str, teacher_epochs: int, out: Path,
+             advance=lambda: None) -> pd.DataFrame:
+    """Per seed: a teacher, one synthesis + augmentation, and a student distilled in each
+    mode (real, inversion, no-filter, dda) from the same images; writes ablation.csv,
+    ablation.md and dda.png (first seed). ``advance()`` is called after each student."""
+    out.mkdir(parents=True, exist_ok=True)
+    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    spec, device = split.spec, torch_device()
+    x_test = torch.as_tensor(split.x_test, device=device)
+    y_test = torch.as_tensor(split.y_test, device=device)
+    rows = []
+    for seed in seeds:
+        scfg = dataclasses.replace(cfg, seed=seed)
+        train_teacher(scfg, out / f"teacher-seed{seed}", teacher_epochs)
+        teacher = load_teacher(str(out / f"teacher-seed{seed}" / "teacher.pt"), scfg)
+        teacher_acc = accuracy(teacher, x_test, y_test)
+        prepared = prepare(teacher, scfg, (spec.channels, spec.size, spec.size), spec.num_classes)
+        if seed == seeds[0]:
+            save_grid(prepared, out / "dda.png")
+        stage = prepared.info["seconds"]
+        for mode in MODES:
+            torch.manual_seed(seed)
+            student = build_student(student_kind, spec.channels, spec.size, spec.num_classes,
+                                    cfg.timesteps).to(device)
+            images = prepared.training_images(mode, torch.as_tensor(split.x_train, device=device))
+            t0 = time.perf_counter()
+            distill(teacher, student, images, cfg.dda_distill_epochs, cfg.batch_size, temperature=cfg.dda_temperature,
+                    seed=seed)
+            seconds = time.perf_counter() - t0 + {"real": 0.0, "inversion": stage["synthesis"]}.get(
+                mode, sum(stage.values()))
+            rows.append({"seed": seed, "mode": mode, "teacher_accuracy": teacher_acc,
+                         "student_accuracy": accuracy(student, x_test, y_test), "training_images": len(images),
+                         "kept_fraction": prepared.info["kept_fraction"] if mode == "dda" else
+                         (1.0 if mode == "no-filter" else None),
+                         "seconds": round(seconds, 1)})
+            advance()
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "ablation.csv", index=False)
+    (out / "ablation.md").write_text(ablation_table(frame) + "\n")
+    return frame
+
+
+def ablation_table(frame: pd.DataFrame) -> str:
+    """Mean ± std over seeds per mode, as Markdown."""
+    def pm(values: pd.Series, digits: int) -> str:
+        values = values.dropna()
+        return "" if values.empty else f"{values.mean():.{digits}f} ± {values.std(ddof=0):.{digits}f}"
+
+    labels = {"real": "(a) KD on real training data (upper bound)", "inversion": "(b) inversion only",
+              "no-filter": "(c) inversion + diffusion, no filter", "dda": "(d) DDA (inversion + diffusion + filter)"}
+    table = pd.DataFrame([{
+        "mode": labels[mode],
+        "student accuracy": pm(group["student_accuracy"], 3),
+        "teacher accuracy": pm(group["teacher_accuracy"], 3),
+        "training images": pm(group["training_images"].astype(float), 0),
+        "kept fraction": pm(group["kept_fraction"].astype(float), 3),
+        "wall s": pm(group["seconds"], 1),
+    } for mode, group in frame.groupby("mode", sort=False)])
+    return table.to_markdown(index=False)

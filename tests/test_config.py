@@ -1,9 +1,11 @@
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from server.config import DEFAULTS, ConfigError, load_config
 
@@ -67,3 +69,23 @@ def test_cli_reports_bad_config_in_one_line(setting, key):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error:") and key in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_asking_for_a_gpu_without_one_is_refused_before_ray_waits_for_it():
+    from experiments.simulation import resolve
+
+    with pytest.raises(ConfigError, match=r"num-gpus=0.5 but torch sees no GPU here; accepted: num-gpus=0"):
+        resolve({"num-gpus": 0.5})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"workload": "dda"}, "workload='dda' needs dda-student="),
+    ({"workload": "esvae", "dda-distill-every": 2}, "accepted: classify, dda"),
+    ({"esvae-mmd-kernel": "cubic"}, "accepted: rbf, linear"),
+    ({"dda-strength": 0}, "dda-strength=0.0 is out of range"),
+    ({"dda-threshold": 1.5}, "dda-threshold=1.5 is out of range"),
+])
+def test_workload_keys_are_checked(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(values)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from experiments.grid import Cell, Experiment
+from server.config import DEFAULTS, load_config
 
 DONE = "cell.json"
 
@@ -34,8 +35,11 @@ def is_complete(cell: Cell) -> bool:
     if not (directory / DONE).exists():
         return False
     where = ("results-dir", "run-name")
-    ran = {k: v for k, v in json.loads((directory / "config.json").read_text()).items() if k not in where}
-    return ran == {k: v for k, v in cell.config.to_mapping().items() if k not in where}
+    recorded = json.loads((directory / "config.json").read_text())
+    # keys added to the platform since the cell ran take their defaults, as they did then
+    ran = load_config({k: v for k, v in recorded.items() if k in DEFAULTS}).to_mapping()
+    return {k: v for k, v in ran.items() if k not in where} == {
+        k: v for k, v in cell.config.to_mapping().items() if k not in where}
 
 
 def rounds_written(directory: Path) -> int:

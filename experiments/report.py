@@ -45,7 +45,8 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
         m = experiment.metric
         cells.append({
             "strategy": cell.strategy, "partition": cell.partition, "seed": cell.seed,
-            f"final_{m}": values[-1], f"best_{m}": values.max() if experiment.higher_is_better else values.min(),
+            f"final_{m}": values[-1], f"last10_{m}": values[-10:].mean(),
+            f"best_{m}": values.max() if experiment.higher_is_better else values.min(),
             "rounds_to_target": rounds_to_target(values, experiment.target, experiment.higher_is_better),
             "client_updates": int(frame["client_updates"].sum()),
             "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
@@ -61,7 +62,7 @@ def summarise(cells: pd.DataFrame, metric: str = "accuracy", order: Sequence[str
     for (partition, strategy), group in cells.groupby(["partition", "strategy"], sort=False):
         reached = group["rounds_to_target"].dropna().astype(float)
         row = {"partition": partition, "strategy": strategy, "seeds": len(group)}
-        for key in (f"final_{metric}", f"best_{metric}"):
+        for key in (f"final_{metric}", f"last10_{metric}", f"best_{metric}"):
             row[f"{key}_mean"] = group[key].mean()
             row[f"{key}_std"] = group[key].std(ddof=0)
         row["rounds_to_target_mean"] = reached.mean() if len(reached) else np.nan
@@ -140,7 +141,7 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str:
         "strategy": summary["strategy"],
         **{f"{kind} {metric}": [fmt(m, s, digits) for m, s in zip(summary[f"{kind}_{metric}_mean"],
                                                                    summary[f"{kind}_{metric}_std"])]
-           for kind in ("final", "best")},
+           for kind in ("final", "last10", "best")},
         "rounds to target": [fmt(m, s, 1) or "never" for m, s in zip(summary["rounds_to_target_mean"],
                                                                       summary["rounds_to_target_std"])],
         "reached": summary["reached"],
@@ -180,7 +181,8 @@ def write_report(experiment: Experiment, command: str) -> Path:
         f"{cfg.num_partitions} clients, {cfg.clients_per_round} aggregated per round, "
         f"{cfg.num_server_rounds} rounds, target {goal}.",
         "",
-        "Mean ± std over seeds. *Rounds to target* averages the seeds that reached the target "
+        "Mean ± std over seeds. *last10* is the mean over the last 10 rounds (the final round "
+        "alone is noisy when the sampled clients change); *rounds to target* averages the seeds that reached the target "
         "(*reached*); *client updates* counts local trainings over the run (SFedCA trains a "
         "candidate set larger than the aggregated set); *wall s* includes Ray's start-up.",
         "",

@@ -38,6 +38,7 @@ def test_summary_averages_over_seeds_and_leaves_unreached_targets_blank():
         "partition": ["p"] * 5,
         "seed": [0, 1, 2, 0, 1],
         "final_accuracy": [0.8, 0.9, 0.7, 0.5, 0.6],
+        "last10_accuracy": [0.8, 0.9, 0.7, 0.5, 0.6],
         "best_accuracy": [0.9, 0.9, 0.8, 0.6, 0.6],
         "rounds_to_target": [4, 6, None, None, None],
         "client_updates": [30, 30, 30, 75, 75],

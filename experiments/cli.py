@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -65,6 +66,10 @@ def run(
           f"({time.perf_counter() - start:.0f} s)")
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command()
 def compare(
     config: Annotated[Path, typer.Argument(help="Experiment TOML, e.g. experiments/configs/smoke.toml")],
@@ -98,6 +103,7 @@ def compare(
         return
     if done:
         console.print(f"resuming: {len(done)} of {len(cells)} cells already complete, skipped")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the cell in flight too
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:

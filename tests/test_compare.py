@@ -145,7 +145,8 @@ def test_smoke_grid_writes_runs_summary_plots_and_report(smoke_run):
 def test_interrupted_grid_resumes_to_the_same_summary(smoke_run, tmp_path):
     experiment = load_experiment(SMOKE, {"results-dir": str(tmp_path)})
     first, second = (tmp_path / "smoke" / "cells" / c.id for c in experiment.cells())
-    proc = compare(results=tmp_path)
+    # Ctrl-C reaches a process whose SIGINT is at its default (a background runner may ignore it)
+    proc = compare(results=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (first / "cell.json").exists():  # Ctrl-C once the first cell is complete
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]

@@ -55,6 +55,21 @@ class CellFailed(RuntimeError):
     """A cell's process exited with an error; the message names its log."""
 
 
+def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the cell's process group, then SIGKILL if it is still there after ``grace`` s
+    (a simulation can hang in its shutdown)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_cell(cell: Cell, on_round: Callable[[int], None] = lambda n: None, poll: float = 0.5) -> float:
     """Run one cell to completion; returns its wall time in seconds (Ray start-up included).
 
@@ -74,8 +89,7 @@ def run_cell(cell: Cell, on_round: Callable[[int], None] = lambda n: None, poll:
                 time.sleep(poll)
                 on_round(rounds_written(directory))
         except BaseException:  # Ctrl-C or an error here: stop the cell's whole process tree
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
+            stop(proc)
             raise
     seconds = time.perf_counter() - start
     rounds = rounds_written(directory)

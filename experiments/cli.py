@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +24,36 @@ console = Console(stderr=True)
 def say(label: str, message: str) -> None:
     """One red-labelled line on stderr; the message is printed as is (no rich markup)."""
     console.print(f"[red]{label}:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A ConfigError inside becomes one red line on stderr and exit code 2, no traceback."""
+    try:
+        yield
+    except ConfigError as err:
+        say("error", str(err))
+        raise typer.Exit(2) from None
+
+
+def check_option(option: str, value: str, accepted: Sequence[str]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{option} {value!r} is unknown; accepted: {', '.join(accepted)}")
+
+
+def check_data(cfg) -> None:
+    """The dataset's files are readable (ConfigError naming data-dir if not)."""
+    from data import load_split
+
+    load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+
+
+def progress(*extra_columns):
+    """A rich progress display on stderr: description, bar, n/total, elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    *extra_columns, console=console)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -47,11 +79,8 @@ def run(
     """Run one federated simulation (Flower + Ray) and print where its results are."""
     from experiments.simulation import read_rounds, resolve, simulate
 
-    try:
+    with config_errors():
         cfg = resolve(parse_sets(set_))
-    except ConfigError as err:
-        say("error", str(err))
-        raise typer.Exit(2) from None
     start = time.perf_counter()
     directory = simulate(cfg)
     rows = read_rounds(directory)
@@ -79,35 +108,29 @@ def compare(
 ) -> None:
     """Run a grid of simulations (strategies x partitions x seeds) and write tables, plots
     and report.md. Re-running the same command skips complete cells."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from experiments.compare import is_complete, run_experiment
     from experiments.grid import load_experiment
     from experiments.report import write_report
     from experiments.simulation import resolve
 
-    try:
+    with config_errors():
         experiment = load_experiment(config, parse_sets(set_))
         cells = experiment.cells()
         if not dry_run:
             for cell in cells:  # the data and partitions too, before the first cell starts
                 resolve(cell.config.to_mapping())
-    except ConfigError as err:
-        say("error", str(err))
-        raise typer.Exit(2) from None
     done = [c for c in cells if is_complete(c)]
     if dry_run:
         for cell in cells:
-            print(f"{cell.id}\t{'complete' if is_complete(cell) else 'to run'}")
+            print(f"{cell.id}\t{'complete' if cell in done else 'to run'}")
         print(f"{len(cells)} cells, {len(done)} complete; results in {experiment.directory}")
         return
     if done:
         console.print(f"resuming: {len(done)} of {len(cells)} cells already complete, skipped")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the cell in flight too
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console) as progress:
-            failures = run_experiment(experiment, progress)
+        with progress() as bars:
+            failures = run_experiment(experiment, bars)
     except KeyboardInterrupt:
         console.print("interrupted: complete cells are kept; run the same command again to finish")
         raise typer.Exit(130) from None
@@ -141,27 +164,20 @@ def esvae_train(
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/esvae-<model>-<dataset>-seed<seed>]")] = None,
 ) -> None:
     """Train ESVAE or the ANN VAE; write checkpoint.pt, metrics.json and PNG grids."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TextColumn
 
     from experiments.esvae import MODELS, esvae_config, train_central
 
-    try:
-        if model not in MODELS:
-            raise ConfigError(f"--model {model!r} is unknown; accepted: {', '.join(MODELS)}")
+    with config_errors():
+        check_option("--model", model, MODELS)
         cfg = esvae_config(dataset, data_dir, epochs, timesteps, latent_dim, batch_size, lr, mmd_lambda,
                            mmd_kernel, seed)
-        from data import load_split
-        load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)  # files present?
-    except ConfigError as err:
-        say("error", str(err))
-        raise typer.Exit(2) from None
+        check_data(cfg)
     out = out or Path("results") / f"esvae-{model}-{dataset}-seed{seed}"
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("loss {task.fields[loss]}"))
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"{model} epochs", total=epochs, loss="-")
-        metrics = train_central(model, cfg, out, lambda e, loss: progress.update(task, completed=e + 1,
-                                                                                  loss=f"{loss:.4f}"))
+    with progress(TextColumn("loss {task.fields[loss]}")) as bars:
+        task = bars.add_task(f"{model} epochs", total=epochs, loss="-")
+        metrics = train_central(model, cfg, out, lambda e, loss: bars.update(task, completed=e + 1,
+                                                                              loss=f"{loss:.4f}"))
     print(f"results: {out.resolve()}")
     print(f"test MSE {metrics['test_mse']:.4f}, Frechet distance of samples (classifier features) "
           f"{metrics['frechet_samples']:.3f}, {metrics['train_seconds']:.0f} s")
@@ -179,16 +195,12 @@ def train_teacher_cmd(
     from experiments.dda import train_teacher
     from server.config import load_config
 
-    try:
+    with config_errors():
         cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "batch-size": 64})
-        from data import load_split
-        load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
-    except ConfigError as err:
-        say("error", str(err))
-        raise typer.Exit(2) from None
+        check_data(cfg)
     out = out or Path("results") / f"teacher-{dataset}-seed{seed}"
     with console.status(f"training the teacher on {dataset} for {epochs} epochs"):
-        metrics = train_teacher(cfg, out, epochs)
+        _, metrics = train_teacher(cfg, out, epochs)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"teacher: {(out / 'teacher.pt').resolve()}")
     print(f"teacher test accuracy: {metrics['test_accuracy']:.4f}")
@@ -221,36 +233,28 @@ def dda_distill(
 ) -> None:
     """Distil the teacher into a student without its training data; writes student.pt,
     metrics.json and dda.png (synthetic images, variants, kept vs dropped)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from experiments.dda import distill_student, load_teacher
     from models.dda.networks import STUDENTS
     from models.dda.pipeline import MODES
     from server.config import load_config
 
-    try:
-        if student not in STUDENTS:
-            raise ConfigError(f"--student {student!r} is unknown; accepted: {', '.join(STUDENTS)}")
-        if mode not in MODES:
-            raise ConfigError(f"--mode {mode!r} is unknown; accepted: {', '.join(MODES)}")
+    with config_errors():
+        check_option("--student", student, STUDENTS)
+        check_option("--mode", mode, MODES)
         cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "timesteps": timesteps,
                            "batch-size": 64, "dda-images": images, "dda-inversion-steps": inversion_steps,
                            "dda-variants": variants, "dda-strength": strength, "dda-threshold": threshold,
                            "dda-temperature": temperature, "dda-distill-epochs": epochs,
                            "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline})
         teacher_model = load_teacher(teacher, cfg)
-    except ConfigError as err:
-        say("error", str(err))
-        raise typer.Exit(2) from None
     out = out or Path("results") / f"dda-{mode}-{student}-seed{seed}"
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        stage = progress.add_task(f"{mode}: synthesis, augmentation, filtering", total=None)
-        task = progress.add_task("distillation epochs", total=epochs)
+    with progress() as bars:
+        stage = bars.add_task(f"{mode}: synthesis, augmentation, filtering", total=None)
+        task = bars.add_task("distillation epochs", total=epochs)
 
         def on_epoch(epoch: int, _loss: float) -> None:
-            progress.update(stage, total=1, completed=1)
-            progress.update(task, completed=epoch + 1)
+            bars.update(stage, total=1, completed=1)
+            bars.update(task, completed=epoch + 1)
 
         metrics = distill_student(teacher_model, student, mode, cfg, out, on_epoch)
     print(f"results: {out.resolve()}")
@@ -271,16 +275,13 @@ def dda_ablation(
     """Students distilled (a) on real data, (b) on inversion only, (c) with unfiltered diffusion
     variants and (d) with DDA, from the same teacher and images, per seed; writes
     ablation.csv, ablation.md (mean ± std) and dda.png."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from experiments.dda import ablation
     from models.dda.networks import STUDENTS
     from models.dda.pipeline import MODES
     from server.config import load_config
 
-    try:
-        if student not in STUDENTS:
-            raise ConfigError(f"--student {student!r} is unknown; accepted: {', '.join(STUDENTS)}")
+    with config_errors():
+        check_option("--student", student, STUDENTS)
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
@@ -290,15 +291,10 @@ def dda_ablation(
         if bad:
             raise ConfigError(f"--set {bad[0]}=... is not a DDA key; accepted: dda-*, timesteps, batch-size, data-dir")
         cfg = load_config({"dataset": dataset, "batch-size": 64, **sets})
-        from data import load_split
-        load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
-    except ConfigError as err:
-        say("error", str(err))
-        raise typer.Exit(2) from None
+        check_data(cfg)
     out = out or Path("results") / f"dda-ablation-{dataset}-{student}"
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("students (seeds x modes)", total=len(seed_list) * len(MODES))
-        ablation(cfg, seed_list, student, teacher_epochs, out, lambda: progress.advance(task))
+    with progress() as bars:
+        task = bars.add_task("students (seeds x modes)", total=len(seed_list) * len(MODES))
+        ablation(cfg, seed_list, student, teacher_epochs, out, lambda: bars.advance(task))
     print(f"results: {out.resolve()}")
     print((out / "ablation.md").read_text())

@@ -24,8 +24,9 @@ from models.workload import torch_device  # noqa: E402
 from server.config import ConfigError, RunConfig  # noqa: E402
 
 
-def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> dict:
-    """An :class:`AnnCNN` teacher trained on the whole training split; writes teacher.pt."""
+def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> tuple[AnnCNN, dict]:
+    """An :class:`AnnCNN` teacher trained on the whole training split (written to teacher.pt),
+    and its figures."""
     split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
     device = torch_device()
     torch.manual_seed(cfg.seed)
@@ -37,8 +38,8 @@ def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"teacher": "ann", "dataset": cfg.dataset, "seed": cfg.seed, "accuracy": acc,
                 "state_dict": teacher.state_dict()}, out / "teacher.pt")
-    return {"dataset": cfg.dataset, "epochs": epochs, "seed": cfg.seed, "test_accuracy": acc,
-            "loss_per_epoch": [round(v, 5) for v in history]}
+    return teacher.eval(), {"dataset": cfg.dataset, "epochs": epochs, "seed": cfg.seed, "test_accuracy": acc,
+                            "loss_per_epoch": [round(v, 5) for v in history]}
 
 
 def load_teacher(path: str, cfg: RunConfig) -> AnnCNN:
@@ -114,9 +115,8 @@ def ablation(cfg: RunConfig, seeds: list[int], student_kind: str, teacher_epochs
     rows = []
     for seed in seeds:
         scfg = dataclasses.replace(cfg, seed=seed)
-        train_teacher(scfg, out / f"teacher-seed{seed}", teacher_epochs)
-        teacher = load_teacher(str(out / f"teacher-seed{seed}" / "teacher.pt"), scfg)
-        teacher_acc = accuracy(teacher, x_test, y_test)
+        teacher, figures = train_teacher(scfg, out / f"teacher-seed{seed}", teacher_epochs)
+        teacher_acc = figures["test_accuracy"]
         prepared = prepare(teacher, scfg, (spec.channels, spec.size, spec.size), spec.num_classes)
         if seed == seeds[0]:
             save_grid(prepared, out / "dda.png")

@@ -2,7 +2,8 @@
 
 `digits` (scikit-learn, embedded, no download) is the default. MNIST, Fashion-MNIST and
 CIFAR-10 are read by torchvision from files already under ``data-dir`` (torchvision's
-layout); nothing is downloaded.
+layout); nothing is downloaded. torchvision is imported only for those, so that digits
+runs where no torchvision matching the installed torch is present (the CPU Docker image).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torchvision.datasets as tvd
 
 from server.config import ConfigError
 
@@ -51,20 +51,27 @@ def _digits(data_dir: str, test_fraction: float, seed: int) -> Split:
     return Split(x_tr, y_tr, x_te, y_te, DatasetSpec(1, 8, 10))
 
 
-class CIFAR10Files(tvd.CIFAR10):
-    """torchvision's CIFAR-10 reader, checking that the batch files exist but not their
-    published MD5 sums, so that subsets and the tests' small files load too."""
+def _reader(label: str) -> type:
+    """torchvision's reader class for ``label``; CIFAR-10's checks that the batch files
+    exist but not their published MD5 sums, so that subsets and the tests' small files load."""
+    import torchvision.datasets as tvd
 
-    train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in tvd.CIFAR10.test_list]
-    meta = {**tvd.CIFAR10.meta, "md5": None}
+    if label != "CIFAR10":
+        return getattr(tvd, label)
+
+    class CIFAR10Files(tvd.CIFAR10):
+        train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in tvd.CIFAR10.test_list]
+        meta = {**tvd.CIFAR10.meta, "md5": None}
+
+    return CIFAR10Files
 
 
-def _torchvision(cls: type, spec: DatasetSpec) -> Callable[[str, float, int], Split]:
+def _torchvision(label: str, spec: DatasetSpec) -> Callable[[str, float, int], Split]:
     """Loader for a torchvision dataset with an official train/test split."""
-    label = cls.__name__.removesuffix("Files")
 
     def load(data_dir: str, test_fraction: float, seed: int) -> Split:
+        cls = _reader(label)
         try:
             parts = [cls(root=data_dir, train=train, download=False) for train in (True, False)]
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
@@ -85,9 +92,9 @@ def _torchvision(cls: type, spec: DatasetSpec) -> Callable[[str, float, int], Sp
 
 DATASETS: dict[str, Callable[[str, float, int], Split]] = {
     "digits": _digits,
-    "mnist": _torchvision(tvd.MNIST, DatasetSpec(1, 28, 10)),
-    "fashion-mnist": _torchvision(tvd.FashionMNIST, DatasetSpec(1, 28, 10)),
-    "cifar10": _torchvision(CIFAR10Files, DatasetSpec(3, 32, 10)),
+    "mnist": _torchvision("MNIST", DatasetSpec(1, 28, 10)),
+    "fashion-mnist": _torchvision("FashionMNIST", DatasetSpec(1, 28, 10)),
+    "cifar10": _torchvision("CIFAR10", DatasetSpec(3, 32, 10)),
 }
 
 

@@ -6,10 +6,12 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import faults
 from data import client_test_data, client_train_data, load_split
 from models import get_workload
 from server.config import RunConfig, load_config
-from strategies.base import FIRING_AFTER, FIRING_BEFORE, firing_metrics
+from strategies.base import firing_metrics
+from strategies.validation import FIRING_AFTER, FIRING_BEFORE
 
 app = ClientApp()
 
@@ -47,8 +49,11 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Measure firing rates of the received model, train it locally, measure again."""
+    """Measure firing rates of the received model, train it locally, measure again
+    (or misbehave, when the server injects a fault)."""
     cfg, pid = _setup(msg, context)
+    fault = str(msg.content["config"].get(faults.FAULT_KEY, ""))
+    faults.before_training(fault, cfg.round_timeout)
     workload = get_workload(cfg.workload)
     model = _global_model(msg, cfg)
     data = client_train_data(cfg, pid)
@@ -58,14 +63,16 @@ def train(msg: Message, context: Context) -> Message:
     before = workload.firing_rates(model, data, cfg)
     metrics = workload.train(model, data, cfg, seed)
     after = workload.firing_rates(model, data, cfg)
-    metrics = MetricRecord({
+    metrics = {
         "num-examples": len(data[1]),
         **metrics,
         **firing_metrics(FIRING_BEFORE, before),
         **firing_metrics(FIRING_AFTER, after),
-    })
-    arrays = ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+    }
+    arrays = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if fault.startswith("corrupt:"):
+        faults.corrupt(fault, arrays, metrics)
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 @app.evaluate()

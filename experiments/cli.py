@@ -77,10 +77,32 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a run-config key: --set key=value")] = [],
 ) -> None:
     """Run one federated simulation (Flower + Ray) and print where its results are."""
+    with config_errors():
+        overrides = parse_sets(set_)
+    simulate_and_report(overrides)
+
+
+@app.command()
+def resume(
+    run_folder: Annotated[Path, typer.Argument(help="A run's results folder, e.g. results/<run>")],
+    set_: Annotated[list[str], typer.Option("--set", help="num-server-rounds=N to run longer")] = [],
+) -> None:
+    """Continue a simulation from its last checkpoint (after a crash, kill or Ctrl-C): the
+    same config, from the round after the last complete one."""
+    with config_errors():
+        recorded = run_folder / "config.json"
+        if not recorded.is_file():
+            raise ConfigError(f"{str(run_folder)!r} holds no config.json; accepted: a run folder under results/")
+        overrides = {**json.loads(recorded.read_text()), **parse_sets(set_), "resume": str(run_folder)}
+    simulate_and_report(overrides)
+
+
+def simulate_and_report(overrides: dict) -> None:
+    """Validate, simulate, print the results folder and the final metric."""
     from experiments.simulation import read_rounds, resolve, simulate
 
     with config_errors():
-        cfg = resolve(parse_sets(set_))
+        cfg = resolve(overrides)
     start = time.perf_counter()
     directory = simulate(cfg)
     rows = read_rounds(directory)

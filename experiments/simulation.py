@@ -14,12 +14,12 @@ from data import load_split, partition_sizes
 from models import get_workload
 from server.app import make_server_app
 from server.config import ConfigError, RunConfig, load_config
-from server.results import run_dir
+from server.results import load_checkpoint, run_dir
 
 
 def resolve(overrides: dict[str, Any]) -> RunConfig:
-    """Validate the overrides, the GPU request, the partitioning and the initial model
-    before any process starts.
+    """Validate the overrides, the GPU request, the partitioning, the initial model and
+    the checkpoint to resume before any process starts.
 
     The run name is fixed here so the caller knows where the results go.
     """
@@ -29,6 +29,8 @@ def resolve(overrides: dict[str, Any]) -> RunConfig:
     partition_sizes(cfg)
     workload = get_workload(cfg.workload)  # e.g. a dda-student checkpoint that cannot be read
     workload.initial_model(cfg, load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec)
+    if cfg.resume:
+        load_checkpoint(cfg)
     if not cfg.run_name:
         cfg = load_config({**cfg.to_mapping(), "run-name": run_dir(cfg).name})
     return cfg

@@ -31,24 +31,27 @@ for wheel in "${PIP_FIND_LINKS:-/nonexistent}"/torch-*cpu*.whl; do
   [ -f "$wheel" ] && [ ! -f "docker/wheels/$(basename "$wheel")" ] && cp "$wheel" docker/wheels/
 done
 stamp "building spikefed:$SPIKEFED_TAG on $BASE_IMAGE"
-compose build --quiet superlink >/dev/null
-stamp "built"
+compose build superlink >/tmp/spikefed-smoke-build.log 2>&1 || { tail -20 /tmp/spikefed-smoke-build.log; exit 1; }
+stamp "built (log: /tmp/spikefed-smoke-build.log)"
 
-compose up -d superlink
-cli() { compose run --rm -T cli "$@"; }
+compose up -d superlink 2>/dev/null
+cli() { compose run --rm -T cli "$@" 2>/dev/null; }
 for _ in $(seq 60); do cli supernode list >/dev/null 2>&1 && break; sleep 2; done
 for i in 0 1; do cli supernode register /certs/supernode-$i.pub >/dev/null; done
 stamp "SuperLink up (TLS), 2 SuperNode public keys registered"
 
-compose up -d
+compose up -d 2>/dev/null
 stamp "up: $(compose ps --services --filter status=running | sort | tr '\n' ' ')"
 cli run /app --stream --run-config \
   'num-server-rounds=2 num-partitions=2 strategy="sfedca" local-epochs=1 fraction-train=0.5 min-train-nodes=1 run-name="smoke" results-dir="/app/results"' \
-  | grep -E "Starting|round|Run finished|ERROR" | cut -c1-160
+  | grep -E "ROUND|Strategy execution finished|Results:|ERROR|rejected" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-160 || true
 stamp "run finished"
 
-rounds=$(compose run --rm -T --entrypoint cat serverapp /app/results/smoke/rounds.csv)
+rounds=$(compose run --rm -T --entrypoint cat serverapp /app/results/smoke/rounds.csv 2>/dev/null)
 echo "$rounds"
 rows=$(($(printf '%s\n' "$rounds" | wc -l) - 1))
 [ "$rows" = 2 ] || { echo "FAILED: rounds.csv on the results volume has $rows rounds, expected 2"; compose logs --tail 30; exit 1; }
 stamp "OK: rounds.csv on the results volume holds 2 rounds; tearing down"
+cleanup
+trap - EXIT
+stamp "down: containers, network, volume and certificates removed"

@@ -1,4 +1,5 @@
-"""The SpikeFed ServerApp: strategy by name, the workload's model, evaluation, results."""
+"""The SpikeFed ServerApp: strategy by name, the workload's model, evaluation, results,
+a checkpoint after every round and resuming from it (run config `resume`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from data import load_split, partition_sizes
 from models import get_workload
 from server.config import ConfigError, RunConfig, load_config
 from server.discovery import discover_clients
-from server.results import RunResults, run_dir
+from server.results import RunResults, load_checkpoint, run_dir, set_rng_states
 from strategies import STRATEGIES
+from strategies.base import Reliability
 
 
 def mean_firing_rate(rates: Mapping[str, list[float]]) -> float:
@@ -27,8 +29,15 @@ def mean_firing_rate(rates: Mapping[str, list[float]]) -> float:
     return float(np.mean([np.mean(v) for v in rates.values()]))
 
 
+def counts(values) -> str:
+    """``a:2 b:1`` for the values' occurrences, sorted by value."""
+    values = list(values)
+    return " ".join(f"{v}:{values.count(v)}" for v in sorted(set(values)))
+
+
 def run_federation(grid: Grid, cfg: RunConfig) -> Path:
-    """Run ``cfg.num_server_rounds`` rounds; returns the results directory."""
+    """Run rounds up to ``cfg.num_server_rounds`` (continuing ``cfg.resume`` when set);
+    returns the results directory."""
     torch.manual_seed(cfg.seed)
     workload = get_workload(cfg.workload)
     split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
@@ -37,8 +46,20 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
 
     clients = discover_clients(grid, cfg)
     strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
+    strategy.reliability = Reliability.from_config(cfg)
     model = workload.initial_model(cfg, split.spec)
-    results = RunResults(run_dir(cfg), cfg)
+    done = 0
+    if cfg.resume:
+        checkpoint = load_checkpoint(cfg)
+        done = checkpoint["round"]
+        model.load_state_dict(checkpoint["state_dict"])
+        strategy.load_state_dict(checkpoint["strategy"], done)
+        set_rng_states(checkpoint["rng"])
+        log(INFO, "resuming %s after round %d of %d", cfg.resume, done, cfg.num_server_rounds)
+    results = RunResults(run_dir(cfg), cfg, checkpoint["rows"] if cfg.resume else None)
+    if done >= cfg.num_server_rounds:
+        log(INFO, "%s already holds %d rounds: nothing to run", results.directory, done)
+        return results.directory
     test_data = (split.x_test, split.y_test)
     last = time.perf_counter()
 
@@ -46,6 +67,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         """Server-side evaluation; after each round it also writes the row and checkpoint."""
         nonlocal last
         metrics: dict[str, Any] = {}
+        if server_round == 0 and done:
+            return MetricRecord()  # evaluated before the crash
+        server_round += done
         if cfg.server_eval:
             model.load_state_dict(arrays.to_torch_state_dict())
             metrics = workload.evaluate(model, test_data, cfg)
@@ -66,6 +90,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "selected_nodes": [c.node_id for c in record.selected],
             "client_updates": record.client_updates,
             "rejected_clients": sorted(record.rejected),
+            "rejections": counts(r.reason for r in record.rejected.values()),
+            "injected_faults": counts(f.split(":")[0] for f in record.injected.values()),
+            "model_updated": record.model_updated,
             "scores": [f"{pid}:{score:.6g}" for pid, score in sorted(record.scores.items())],
             "test_accuracy": metrics.get("accuracy", ""),
             "test_loss": metrics.get("loss", ""),
@@ -75,7 +102,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "firing_rate": metrics.get("firing-rate", ""),
             "seconds": round(time.perf_counter() - last, 3),
         })
-        results.checkpoint(server_round, arrays)
+        results.checkpoint(server_round, arrays, strategy.state_dict())
         last = time.perf_counter()
         return MetricRecord(metrics)
 
@@ -98,7 +125,8 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=cfg.num_server_rounds,
+        num_rounds=cfg.num_server_rounds - done,
+        timeout=cfg.round_timeout,
         train_config=config,
         evaluate_config=ConfigRecord(cfg.to_mapping()),
         evaluate_fn=evaluate,

@@ -67,7 +67,16 @@ DEFAULTS: dict[str, Any] = {
     "dda-temperature": 4.0,
     "dda-distill-epochs": 30,
     "dda-distill-every": 0,
+    "round-timeout": 600.0,
+    "min-valid-replies": 1,
+    "fault-crash": 0.0,
+    "fault-straggle": 0.0,
+    "fault-corrupt": 0.0,
+    "resume": "",
 }
+
+# Keys the server adds to a message's config record (not run-config keys).
+MESSAGE_KEYS = {"server-round", "fault"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +131,12 @@ class RunConfig:
     dda_temperature: float
     dda_distill_epochs: int
     dda_distill_every: int
+    round_timeout: float
+    min_valid_replies: int
+    fault_crash: float
+    fault_straggle: float
+    fault_corrupt: float
+    resume: str
 
     @property
     def clients_per_round(self) -> int:
@@ -176,7 +191,7 @@ def _check_range(key: str, value: float, low: float, high: float | None, low_ope
 def load_config(values: Mapping[str, Any]) -> RunConfig:
     """Merge ``values`` over :data:`DEFAULTS`, check every key, return a RunConfig.
 
-    Keys Flower adds to a message config (``server-round``) are ignored.
+    The server's own message-config keys (:data:`MESSAGE_KEYS`) are ignored.
     """
     # Imported here: the registries import this module.
     from data import DATASETS, PARTITIONERS
@@ -185,7 +200,7 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
     from strategies import STRATEGIES
     from strategies.sfedca import CREDIT_DISTANCES, CREDIT_LAYERS
 
-    unknown = sorted(set(values) - set(DEFAULTS) - {"server-round"})
+    unknown = sorted(set(values) - set(DEFAULTS) - MESSAGE_KEYS)
     if unknown:
         raise ConfigError(
             f"unknown config key {unknown[0]!r}; accepted keys: {', '.join(sorted(DEFAULTS))}"
@@ -228,6 +243,14 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
                 "timesteps", "min-train-nodes", "classes-per-client", "shards-per-client"):
         _check_range(key, merged[key], 1, None, low_open=False)
     _check_range("min-partition-size", cfg.min_partition_size, 0, None, low_open=False)
+    _check_range("round-timeout", cfg.round_timeout, 0, None, low_open=True)
+    _check_range("min-valid-replies", cfg.min_valid_replies, 1, cfg.clients_per_round, low_open=False)
+    for key in ("fault-crash", "fault-straggle", "fault-corrupt"):
+        _check_range(key, merged[key], 0, 1, low_open=False)
+    if cfg.fault_crash + cfg.fault_straggle + cfg.fault_corrupt > 1:
+        raise ConfigError(f"fault-crash + fault-straggle + fault-corrupt = "
+                          f"{cfg.fault_crash + cfg.fault_straggle + cfg.fault_corrupt:g} is more than every "
+                          "selected client; accepted: a sum in [0, 1]")
     if cfg.min_train_nodes > cfg.num_partitions:
         raise ConfigError(
             f"min-train-nodes={cfg.min_train_nodes} is more clients per round than "

@@ -1,50 +1,111 @@
-"""Per-run results: `config.json`, `rounds.csv` (one row per round) and `checkpoint.pt`."""
+"""Per-run results: `config.json`, `rounds.csv` (one row per round) and `checkpoint.pt`
+(everything a resumed run needs: global weights, strategy state, RNG states, rows so far)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import random
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
-from server.config import RunConfig
+from server.config import ConfigError, RunConfig, load_config
 
 COLUMNS = [
-    "round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients", "scores",
-    "test_accuracy", "test_loss", "test_mse", "student_accuracy", "train_loss", "firing_rate", "seconds",
+    "round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients", "rejections",
+    "injected_faults", "model_updated", "scores", "test_accuracy", "test_loss", "test_mse", "student_accuracy",
+    "train_loss", "firing_rate", "seconds",
 ]
+CHECKPOINT = "checkpoint.pt"
+# keys a resumed run may change: where it is written, how long it runs, that it resumes
+RESUMABLE_CHANGES = {"resume", "num-server-rounds", "results-dir", "run-name"}
 
 
 def run_dir(cfg: RunConfig) -> Path:
-    """`<results-dir>/<run-name>`; an empty run-name becomes strategy-dataset-partitioner-seed-time."""
+    """The folder being resumed, or `<results-dir>/<run-name>`; an empty run-name becomes
+    strategy-dataset-partitioner-seed-time."""
+    if cfg.resume:
+        return Path(cfg.resume)
     name = cfg.run_name or (
         f"{cfg.strategy}-{cfg.dataset}-{cfg.partitioner}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     return Path(cfg.results_dir) / name
 
 
+def rng_states() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()), "python": random.getstate()}
+    state["numpy"][1] = state["numpy"][1].tolist()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(cfg: RunConfig) -> dict[str, Any]:
+    """The checkpoint of the run ``cfg.resume`` names, checked against ``cfg``
+    (ConfigError naming the path or the first differing key)."""
+    directory = Path(cfg.resume)
+    path = directory / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"resume={str(directory)!r} holds no {CHECKPOINT}; accepted: a run folder that "
+                          "completed at least one round")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        recorded = load_config(checkpoint["config"]).to_mapping()
+    except ConfigError as err:
+        raise ConfigError(f"resume={str(directory)!r}: its recorded config is no longer valid ({err})") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigError(f"resume={str(directory)!r}: {CHECKPOINT} cannot be read ({type(err).__name__}: "
+                          f"{first_line}); accepted: a checkpoint written by SpikeFed") from None
+    for key, value in cfg.to_mapping().items():
+        if key not in RESUMABLE_CHANGES and recorded[key] != value:
+            raise ConfigError(f"{key}={value!r} differs from the resumed run's {recorded[key]!r}; a resumed "
+                              f"run keeps its config except {', '.join(sorted(RESUMABLE_CHANGES))}")
+    return checkpoint
+
+
 class RunResults:
     """Writes one run's result files as the run goes (a crash keeps what was written)."""
 
-    def __init__(self, directory: Path, cfg: RunConfig) -> None:
+    def __init__(self, directory: Path, cfg: RunConfig, rows: list[dict] | None = None) -> None:
+        """Start ``directory``'s files, or rewrite them with the ``rows`` of a checkpoint."""
         self.directory = directory
+        self.config = cfg.to_mapping()
+        self.rows: list[dict] = []
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(cfg.to_mapping(), indent=2) + "\n")
+        (directory / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
         self.rounds_csv = directory / "rounds.csv"
         with self.rounds_csv.open("w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
+        for row in rows or []:
+            self.append(row)
 
     def append(self, row: dict) -> None:
         """Append one round's row (keys from COLUMNS; lists are written space-separated)."""
-        values = [" ".join(map(str, v)) if isinstance(v, list) else v for v in (row.get(c, "") for c in COLUMNS)]
+        row = {c: row.get(c, "") for c in COLUMNS}
+        self.rows.append(row)
+        values = [" ".join(map(str, v)) if isinstance(v, list) else v for v in row.values()]
         with self.rounds_csv.open("a", newline="") as f:
             csv.writer(f).writerow(values)
 
-    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Save the global model after ``server_round`` (written to a temp file, then renamed)."""
-        tmp = self.directory / "checkpoint.pt.tmp"
-        torch.save({"round": server_round, "state_dict": arrays.to_torch_state_dict()}, tmp)
-        tmp.replace(self.directory / "checkpoint.pt")
+    def checkpoint(self, server_round: int, arrays: ArrayRecord, strategy_state: dict) -> None:
+        """Save what a resumed run needs after ``server_round`` (temp file, then an atomic rename)."""
+        tmp = self.directory / f"{CHECKPOINT}.tmp"
+        torch.save({"round": server_round, "state_dict": arrays.to_torch_state_dict(),
+                    "strategy": strategy_state, "rng": rng_states(), "rows": self.rows,
+                    "config": self.config}, tmp)
+        tmp.replace(self.directory / CHECKPOINT)

@@ -3,13 +3,13 @@
 Flower's FedAvg samples with the global ``random`` module over node ids that differ
 from run to run. Here each node is known by its client (partition) id, found once at
 start, so a strategy chooses among clients with a seeded generator and a run repeats
-exactly. Replies are checked before they are aggregated: a reply with missing or
-non-finite weights, wrong shapes or firing rates outside [0, 1] is logged and left out.
+exactly. Every train reply passes :func:`strategies.validation.check_train_reply`
+before a strategy scores or aggregates it; rejections are logged and counted by reason.
+The strategy's state (:attr:`SelectionStrategy.STATE`) goes into each round's checkpoint.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,10 +22,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from clients import faults
 from server.config import RunConfig
-
-FIRING_BEFORE = "firing-before/"
-FIRING_AFTER = "firing-after/"
+from strategies.validation import Rejection, check_train_reply
 
 
 def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -54,10 +53,32 @@ class RoundRecord:
 
     selected: list[ClientInfo] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)  # partition id -> the score a rule ranked by
-    rejected: dict[int, str] = field(default_factory=dict)  # partition id -> reason
+    rejected: dict[int, Rejection] = field(default_factory=dict)  # partition id -> why not aggregated
+    injected: dict[int, str] = field(default_factory=dict)  # partition id -> fault injected
     client_updates: int = 0  # train replies received (a client trained), aggregated or not
+    model_updated: bool = True  # False: too few valid replies, the global model stayed as it was
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How long a round waits, how few valid replies it aggregates, which faults it injects."""
+
+    round_timeout: float = 3600.0
+    min_valid_replies: int = 1
+    fault_crash: float = 0.0
+    fault_straggle: float = 0.0
+    fault_corrupt: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> Reliability:
+        return cls(cfg.round_timeout, cfg.min_valid_replies, cfg.fault_crash, cfg.fault_straggle,
+                   cfg.fault_corrupt)
+
+    @property
+    def injects_faults(self) -> bool:
+        return self.fault_crash + self.fault_straggle + self.fault_corrupt > 0
 
 
 def summarise_train_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -65,32 +86,6 @@ def summarise_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     reduced to its mean (the full lists stay in the replies for the strategies)."""
     averaged = aggregate_metricrecords(records, weighting_key)
     return MetricRecord({k: float(np.mean(v)) if isinstance(v, list) else v for k, v in averaged.items()})
-
-
-def check_train_reply(content: RecordDict, reference: ArrayRecord) -> str | None:
-    """Why a train reply cannot be aggregated, or None when it can."""
-    if len(content.array_records) != 1 or len(content.metric_records) != 1:
-        return "expected one ArrayRecord and one MetricRecord"
-    arrays = next(iter(content.array_records.values()))
-    metrics = next(iter(content.metric_records.values()))
-    if set(arrays) != set(reference):
-        return f"array keys differ from the global model's ({sorted(set(arrays) ^ set(reference))[:3]})"
-    for key, ref in reference.items():
-        if tuple(arrays[key].shape) != tuple(ref.shape):
-            return f"array {key!r} has shape {tuple(arrays[key].shape)}, expected {tuple(ref.shape)}"
-        values = arrays[key].numpy()
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            return f"array {key!r} holds non-finite values"
-    examples = metrics.get("num-examples")
-    if not isinstance(examples, int) or examples <= 0:
-        return f"num-examples={examples!r} is not a positive integer"
-    for key, value in metrics.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(math.isfinite(v) for v in values):
-            return f"metric {key!r} is not finite"
-        if key.startswith((FIRING_BEFORE, FIRING_AFTER)) and not all(0 <= v <= 1 for v in values):
-            return f"firing rate {key!r} outside [0, 1]"
-    return None
 
 
 class SelectionStrategy(FedAvg):
@@ -106,7 +101,11 @@ class SelectionStrategy(FedAvg):
         Seed of the selection; the same seed selects the same clients.
     fraction_evaluate : float
         Fraction of clients for federated evaluation (0 = off), as in FedAvg.
+    reliability : Reliability
+        Round timeout, fewest valid replies to aggregate, faults to inject (default: none).
     """
+
+    STATE: tuple[str, ...] = ()  # attributes that carry learned state across rounds (checkpointed)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, clients: dict[int, ClientInfo]) -> SelectionStrategy:
@@ -114,7 +113,7 @@ class SelectionStrategy(FedAvg):
         return cls(clients, cfg.clients_per_round, cfg.seed, cfg.fraction_evaluate)
 
     def __init__(self, clients: dict[int, ClientInfo], clients_per_round: int, seed: int,
-                 fraction_evaluate: float = 0.0) -> None:
+                 fraction_evaluate: float = 0.0, reliability: Reliability | None = None) -> None:
         super().__init__(
             fraction_train=clients_per_round / len(clients),
             fraction_evaluate=fraction_evaluate,
@@ -126,10 +125,23 @@ class SelectionStrategy(FedAvg):
         self.clients = clients
         self.clients_per_round = clients_per_round
         self.seed = seed
+        self.reliability = reliability or Reliability()
+        self.round_offset = 0  # rounds done before a resume: Flower counts from 1 again
         self.record = RoundRecord()
+        self._sent: list[ClientInfo] = []
         self._global_arrays: ArrayRecord | None = None
         self._config: ConfigRecord | None = None
         self._grid: Grid | None = None
+
+    def state_dict(self) -> dict:
+        """The learned state (:attr:`STATE`), for the checkpoint."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state: dict, completed_rounds: int) -> None:
+        """Continue after ``completed_rounds`` rounds with ``state`` from a checkpoint."""
+        for name in self.STATE:
+            setattr(self, name, state[name])
+        self.round_offset = completed_rounds
 
     def round_rng(self, server_round: int, purpose: str = "train") -> np.random.Generator:
         """A generator that depends only on the seed, the round and the purpose."""
@@ -155,7 +167,7 @@ class SelectionStrategy(FedAvg):
         statistics on it (e.g. local loss), by partition id. Failed replies are logged."""
         messages = self._messages(self._global_arrays, self._config, chosen, MessageType.QUERY)
         out = {}
-        for reply in self._grid.send_and_receive(messages):
+        for reply in self._grid.send_and_receive(messages, timeout=self.reliability.round_timeout):
             client = self.clients[reply.metadata.src_node_id]
             if reply.has_error():
                 log(WARNING, "client %d did not answer the query: %s", client.partition_id,
@@ -175,43 +187,74 @@ class SelectionStrategy(FedAvg):
         raise NotImplementedError
 
     def _messages(self, arrays: ArrayRecord, config: ConfigRecord, chosen: list[ClientInfo],
-                  message_type: str) -> Iterable[Message]:
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, [c.node_id for c in chosen], message_type)
+                  message_type: str, injected: dict[int, str] | None = None) -> Iterable[Message]:
+        if not injected:
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+            return self._construct_messages(record, [c.node_id for c in chosen], message_type)
+        # one config per client: each learns its own fault
+        return [msg for c in chosen for msg in self._construct_messages(
+            RecordDict({self.arrayrecord_key: arrays,
+                        self.configrecord_key: ConfigRecord({**config, faults.FAULT_KEY: injected.get(c.partition_id, "")})}),
+            [c.node_id], message_type)]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        server_round += self.round_offset
         self.record = RoundRecord()
         config["server-round"] = server_round
         self._global_arrays, self._config, self._grid = arrays, config, grid
-        chosen = self.select(server_round, self.available(grid))
-        log(INFO, "configure_train: clients %s", [c.partition_id for c in chosen])
-        return self._messages(arrays, config, chosen, MessageType.TRAIN)
+        self._sent = self.select(server_round, self.available(grid))
+        log(INFO, "configure_train: clients %s", [c.partition_id for c in self._sent])
+        r = self.reliability
+        if r.injects_faults:
+            self.record.injected = faults.assign(self.round_rng(server_round, "faults"),
+                                                 [c.partition_id for c in self._sent],
+                                                 r.fault_crash, r.fault_straggle, r.fault_corrupt)
+            log(INFO, "injected faults: %s", self.record.injected)
+        return self._messages(arrays, config, self._sent, MessageType.TRAIN, self.record.injected)
+
+    def reject(self, client: ClientInfo, rejection: Rejection) -> None:
+        self.record.rejected[client.partition_id] = rejection
+        log(WARNING, "client %d (node %d) rejected (%s): %s", client.partition_id, client.node_id, *rejection)
 
     def valid_train_replies(self, replies: Iterable[Message]) -> list[Message]:
-        """Replies without error that pass :func:`check_train_reply`, in partition order."""
+        """Replies that arrived in time, without error, and pass :func:`check_train_reply`,
+        in partition order; the others are recorded with their reason."""
         valid = []
+        replied = set()
         for msg in sorted(replies, key=lambda m: self.clients[m.metadata.src_node_id].partition_id):
             client = self.clients[msg.metadata.src_node_id]
-            reason = (msg.error.reason if msg.has_error()
-                      else check_train_reply(msg.content, self._global_arrays))
-            if reason is None:
+            replied.add(client.node_id)
+            rejection = (Rejection("error", msg.error.reason) if msg.has_error()
+                         else check_train_reply(msg.content, self._global_arrays))
+            if rejection is None:
                 valid.append(msg)
             else:
-                self.record.rejected[client.partition_id] = reason
-                log(WARNING, "client %d (node %d) rejected: %s",
-                    client.partition_id, client.node_id, reason)
+                self.reject(client, rejection)
+        for client in self._sent:
+            if client.node_id not in replied:
+                self.reject(client, Rejection("timeout", f"no reply within {self.reliability.round_timeout:g} s"))
         return valid
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the valid replies (sorted, so the weighted sum is reproducible)."""
+        """Aggregate the valid replies (sorted, so the weighted sum is reproducible); with
+        fewer than ``min_valid_replies`` of them the global model stays as it was."""
+        server_round += self.round_offset
         replies = list(replies)
         self.record.client_updates = len(replies)
         valid = self.choose_aggregated(server_round, self.valid_train_replies(replies))
+        if len(valid) < self.reliability.min_valid_replies:
+            log(WARNING, "round %d: %d valid replies, fewer than min-valid-replies=%d: the global "
+                "model stays as it was", server_round, len(valid), self.reliability.min_valid_replies)
+            self.record.model_updated = False
+            return None, None
         self.record.selected = [self.clients[m.metadata.src_node_id] for m in valid]
         arrays, metrics = super().aggregate_train(server_round, valid)
         self.record.train_metrics = metrics
+        # FedAvg's weighted mean turns integer buffers (BatchNorm's step count) into floats
+        reference = self._global_arrays.to_torch_state_dict()
+        arrays = ArrayRecord({k: v.to(reference[k].dtype) for k, v in arrays.to_torch_state_dict().items()})
         return arrays, metrics
 
     def has_statistics(self, msg: Message, keys: Iterable[str]) -> bool:
@@ -233,6 +276,7 @@ class SelectionStrategy(FedAvg):
                            grid: Grid) -> Iterable[Message]:
         if self.fraction_evaluate == 0:
             return []
+        server_round += self.round_offset
         candidates = self.available(grid)
         size = max(int(len(candidates) * self.fraction_evaluate), 1)
         chosen = self.sample(self.round_rng(server_round, "evaluate"), candidates, size)
@@ -240,6 +284,7 @@ class SelectionStrategy(FedAvg):
         return self._messages(arrays, config, chosen, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.round_offset
         ordered = sorted(replies, key=lambda m: self.clients[m.metadata.src_node_id].partition_id)
         self.record.evaluate_metrics = super().aggregate_evaluate(server_round, ordered)
         return self.record.evaluate_metrics

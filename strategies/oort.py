@@ -31,6 +31,8 @@ class Oort(SelectionStrategy):
         `oort-explore-min` (0.2), Oort's defaults.
     """
 
+    STATE = ("utility", "last_round")
+
     @classmethod
     def from_config(cls, cfg, clients):
         return cls(clients, cfg.clients_per_round, cfg.seed, cfg.fraction_evaluate,

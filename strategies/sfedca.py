@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Message
 
-from strategies.base import FIRING_AFTER, FIRING_BEFORE, ClientInfo, SelectionStrategy, layer_rates
+from strategies.base import ClientInfo, SelectionStrategy, layer_rates
+from strategies.validation import FIRING_AFTER, FIRING_BEFORE
 
 CREDIT_DISTANCES = ("l1", "l2", "cosine", "kl")
 CREDIT_LAYERS = ("output", "all")
@@ -79,6 +80,8 @@ class SFedCA(SelectionStrategy):
     explore_fraction : float
         Share of the candidate set kept for unseen clients, then the longest unseen.
     """
+
+    STATE = ("credits", "last_seen")
 
     @classmethod
     def from_config(cls, cfg, clients):

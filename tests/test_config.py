@@ -89,3 +89,53 @@ def test_asking_for_a_gpu_without_one_is_refused_before_ray_waits_for_it():
 def test_workload_keys_are_checked(values, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(values)
+
+
+def bad_run_folder(tmp_path, checkpoint: bytes | None) -> str:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"num-partitions": 20}')
+    if checkpoint is not None:
+        (folder / "checkpoint.pt").write_bytes(checkpoint)
+    return str(folder)
+
+
+# every command: (arguments, what the one-line message must name); {run} is a run folder
+BAD_COMMANDS = [
+    (["run", "--set", "num-partitions=many"], "num-partitions='many' is not an integer"),
+    (["run", "--set", "round-timeout=0"], "round-timeout=0.0 is out of range"),
+    (["run", "--set", "fault-crash=0.8", "--set", "fault-corrupt=0.5"], "fault-crash + fault-straggle + fault-corrupt"),
+    (["run", "--set", "min-valid-replies=9"], "min-valid-replies=9 is out of range"),
+    (["run", "--set", "learning-rate=0.1"], "unknown config key 'learning-rate'"),
+    (["run", "--set", "strategy=best"], "strategy='best' is unknown; accepted:"),
+    (["run", "--set", "workload=gan"], "workload='gan' is unknown; accepted:"),
+    (["run", "--set", "dataset=imagenet"], "dataset='imagenet' is unknown; accepted:"),
+    (["run", "--set", "dataset=mnist", "--set", "data-dir=/nonexistent"], "no readable MNIST files under data-dir="),
+    (["run", "--set", "workload=dda", "--set", "dda-student=/nonexistent/student.pt"], "/nonexistent/student.pt"),
+    (["run", "--set", "resume=/nonexistent/run"], "resume='/nonexistent/run' holds no checkpoint.pt"),
+    (["run", "--set", "noequals"], "--set 'noequals' is not key=value"),
+    (["resume", "/nonexistent/run"], "'/nonexistent/run' holds no config.json"),
+    (["resume", "{empty}"], "holds no checkpoint.pt"),
+    (["resume", "{garbage}"], "checkpoint.pt cannot be read"),
+    (["compare", "/nonexistent.toml"], "/nonexistent.toml"),
+    (["esvae", "train", "--model", "gan"], "--model 'gan' is unknown; accepted:"),
+    (["train-teacher", "--dataset", "imagenet"], "imagenet"),
+    (["dda", "distill", "--teacher", "/nonexistent/teacher.pt"], "/nonexistent/teacher.pt"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_COMMANDS, ids=[" ".join(a) for a, _ in BAD_COMMANDS])
+def test_every_command_answers_bad_input_in_one_line(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    folders = {"{empty}": lambda: bad_run_folder(tmp_path, None),
+               "{garbage}": lambda: bad_run_folder(tmp_path, b"not a checkpoint")}
+    args = [folders[a]() if a in folders else a for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert "Traceback" not in result.output

@@ -6,7 +6,8 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from strategies.base import FIRING_AFTER, FIRING_BEFORE, ClientInfo, firing_metrics, layer_rates
+from strategies.base import ClientInfo, firing_metrics, layer_rates
+from strategies.validation import FIRING_AFTER, FIRING_BEFORE
 from strategies.sfedca import SFedCA, credit
 
 BEFORE, AFTER = [0.1, 0.2, 0.7], [0.3, 0.2, 0.5]

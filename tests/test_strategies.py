@@ -6,7 +6,8 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from strategies import STRATEGIES
-from strategies.base import ClientInfo, check_train_reply
+from strategies.base import ClientInfo
+from strategies.validation import check_train_reply
 from strategies.clustered import ClusteredSampling, size_clusters
 from strategies.oort import Oort
 from strategies.power_of_choice import highest_loss
@@ -105,7 +106,8 @@ def reply(arrays, **metrics):
 def test_train_replies_are_checked_before_aggregation():
     ref = ArrayRecord({"w": torch.zeros(2, 2)})
     assert check_train_reply(reply({"w": np.ones((2, 2))}, **{"firing-after/l": [0.1, 0.5]}), ref) is None
-    assert "non-finite" in check_train_reply(reply({"w": [[np.nan, 0], [0, 0]]}), ref)
-    assert "shape" in check_train_reply(reply({"w": np.ones((3, 2))}), ref)
-    assert "keys" in check_train_reply(reply({"v": np.ones((2, 2))}), ref)
-    assert "outside [0, 1]" in check_train_reply(reply({"w": np.ones((2, 2))}, **{"firing-before/l": [1.5]}), ref)
+    assert check_train_reply(reply({"w": [[np.nan, 0], [0, 0]]}), ref).reason == "non-finite"
+    assert check_train_reply(reply({"w": np.ones((3, 2))}), ref).reason == "shape"
+    assert check_train_reply(reply({"v": np.ones((2, 2))}), ref).reason == "keys"
+    rejection = check_train_reply(reply({"w": np.ones((2, 2))}, **{"firing-before/l": [1.5]}), ref)
+    assert rejection.reason == "firing-rate" and "outside [0, 1]" in rejection.detail

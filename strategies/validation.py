@@ -1,0 +1,52 @@
+"""Train-reply validation: the one check every strategy runs before a reply is scored or
+aggregated. A rejection carries a reason (counted per round in `rounds.csv`) and a
+detail for the log."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from flwr.app import ArrayRecord, RecordDict
+
+FIRING_BEFORE = "firing-before/"
+FIRING_AFTER = "firing-after/"
+
+# Why a selected client's update was not aggregated. The first two come from the
+# transport (the ClientApp raised; no reply within round-timeout), the rest from the check.
+REASONS = ("error", "timeout", "records", "keys", "shape", "dtype", "non-finite", "num-examples",
+           "metric", "firing-rate")
+
+
+class Rejection(NamedTuple):
+    reason: str  # one of REASONS
+    detail: str
+
+
+def check_train_reply(content: RecordDict, reference: ArrayRecord) -> Rejection | None:
+    """Why a train reply cannot be aggregated into ``reference``'s model, or None when it can."""
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        return Rejection("records", "expected one ArrayRecord and one MetricRecord")
+    arrays = next(iter(content.array_records.values()))
+    metrics = next(iter(content.metric_records.values()))
+    if set(arrays) != set(reference):
+        return Rejection("keys", f"array keys differ from the global model's ({sorted(set(arrays) ^ set(reference))[:3]})")
+    for key, ref in reference.items():
+        if tuple(arrays[key].shape) != tuple(ref.shape):
+            return Rejection("shape", f"array {key!r} has shape {tuple(arrays[key].shape)}, expected {tuple(ref.shape)}")
+        if arrays[key].dtype != ref.dtype:
+            return Rejection("dtype", f"array {key!r} has dtype {arrays[key].dtype}, expected {ref.dtype}")
+        values = arrays[key].numpy()
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            return Rejection("non-finite", f"array {key!r} holds non-finite values")
+    examples = metrics.get("num-examples")
+    if not isinstance(examples, int) or isinstance(examples, bool) or examples <= 0:
+        return Rejection("num-examples", f"num-examples={examples!r} is not a positive integer")
+    for key, value in metrics.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return Rejection("metric", f"metric {key!r} is not finite")
+        if key.startswith((FIRING_BEFORE, FIRING_AFTER)) and not all(0 <= v <= 1 for v in values):
+            return Rejection("firing-rate", f"firing rate {key!r} outside [0, 1]")
+    return None

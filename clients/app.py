@@ -24,11 +24,36 @@ def _setup(msg: Message, context: Context) -> tuple[RunConfig, int]:
 
 
 def _global_model(msg: Message, cfg: RunConfig) -> torch.nn.Module:
-    workload = get_workload(cfg.workload)
+    return global_model(cfg, msg.content["arrays"].to_torch_state_dict())
+
+
+def global_model(cfg: RunConfig, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The workload's model holding ``state_dict``."""
     spec = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec
-    model = workload.build_model(cfg, spec)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model = get_workload(cfg.workload).build_model(cfg, spec)
+    model.load_state_dict(state_dict)
     return model
+
+
+def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round: int
+                 ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Client ``pid``'s round: firing rates of the received model on its data, local
+    training, firing rates again; returns the trained weights and the reply's metrics."""
+    workload = get_workload(cfg.workload)
+    data = client_train_data(cfg, pid)
+    # One seed per (run seed, round, client): the same run repeats exactly.
+    seed = cfg.seed * 1_000_003 + server_round * 1_009 + pid
+    torch.manual_seed(seed)
+    before = workload.firing_rates(model, data, cfg)
+    metrics = workload.train(model, data, cfg, seed)
+    after = workload.firing_rates(model, data, cfg)
+    metrics = {
+        "num-examples": len(data[1]),
+        **metrics,
+        **firing_metrics(FIRING_BEFORE, before),
+        **firing_metrics(FIRING_AFTER, after),
+    }
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
 
 
 @app.query()
@@ -54,22 +79,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, pid = _setup(msg, context)
     fault = str(msg.content["config"].get(faults.FAULT_KEY, ""))
     faults.before_training(fault, cfg.round_timeout)
-    workload = get_workload(cfg.workload)
-    model = _global_model(msg, cfg)
-    data = client_train_data(cfg, pid)
-    # One seed per (run seed, round, client): the same run repeats exactly.
-    seed = cfg.seed * 1_000_003 + int(msg.content["config"]["server-round"]) * 1_009 + pid
-    torch.manual_seed(seed)
-    before = workload.firing_rates(model, data, cfg)
-    metrics = workload.train(model, data, cfg, seed)
-    after = workload.firing_rates(model, data, cfg)
-    metrics = {
-        "num-examples": len(data[1]),
-        **metrics,
-        **firing_metrics(FIRING_BEFORE, before),
-        **firing_metrics(FIRING_AFTER, after),
-    }
-    arrays = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    arrays, metrics = local_update(cfg, pid, _global_model(msg, cfg), int(msg.content["config"]["server-round"]))
     if fault.startswith("corrupt:"):
         faults.corrupt(fault, arrays, metrics)
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)

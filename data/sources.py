@@ -51,6 +51,21 @@ def _digits(data_dir: str, test_fraction: float, seed: int) -> Split:
     return Split(x_tr, y_tr, x_te, y_te, DatasetSpec(1, 8, 10))
 
 
+def _synthetic(data_dir: str, test_fraction: float, seed: int) -> Split:
+    """MNIST-sized (60,000 + 10,000) 8x8 images: a digits image of the class plus Gaussian
+    noise. Learnable and embedded, for scale benchmarks with thousands of clients; not a
+    benchmark of accuracy."""
+    base = _digits(data_dir, test_fraction, seed)
+    rng = np.random.default_rng(seed)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        pick = rng.integers(len(base.y_train), size=n)
+        noise = rng.normal(0, 0.15, size=(n, *base.x_train.shape[1:])).astype(np.float32)
+        return np.clip(base.x_train[pick] + noise, 0, 1), base.y_train[pick]
+
+    return Split(*draw(60_000), *draw(10_000), base.spec)
+
+
 def _reader(label: str) -> type:
     """torchvision's reader class for ``label``; CIFAR-10's checks that the batch files
     exist but not their published MD5 sums, so that subsets and the tests' small files load."""
@@ -92,6 +107,7 @@ def _torchvision(label: str, spec: DatasetSpec) -> Callable[[str, float, int], S
 
 DATASETS: dict[str, Callable[[str, float, int], Split]] = {
     "digits": _digits,
+    "synthetic": _synthetic,
     "mnist": _torchvision("MNIST", DatasetSpec(1, 28, 10)),
     "fashion-mnist": _torchvision("FashionMNIST", DatasetSpec(1, 28, 10)),
     "cifar10": _torchvision("CIFAR10", DatasetSpec(3, 32, 10)),

@@ -320,3 +320,57 @@ def dda_ablation(
         ablation(cfg, seed_list, student, teacher_epochs, out, lambda: bars.advance(task))
     print(f"results: {out.resolve()}")
     print((out / "ablation.md").read_text())
+
+
+BENCHMARKS = ("orchestration", "scale", "selection", "spiking")
+
+
+@app.command()
+def bench(
+    only: Annotated[list[str], typer.Option(help=f"run only these: {', '.join(BENCHMARKS)}")] = [],
+    smoke: Annotated[bool, typer.Option("--smoke", help="tiny sizes: checks that every benchmark runs, times mean nothing")] = False,
+    out: Annotated[Path, typer.Option(help="folder for benchmarks.json and benchmarks.md")] = Path("results/bench"),
+) -> None:
+    """Measure orchestration overhead, scale, selection cost and spiking compute; print
+    the tables and write them to OUT."""
+    from tabulate import tabulate
+
+    from experiments import bench as b
+
+    with config_errors():
+        for name in only:
+            check_option("--only", name, BENCHMARKS)
+    chosen = only or list(BENCHMARKS)
+    run = {"dataset": "synthetic", "partitioner": "iid", "local-epochs": 1, "num-cpus": 2.0, "strategy": "random"}
+    if smoke:
+        jobs = {
+            "orchestration": lambda: [b.orchestration({**run, "dataset": "digits", "num-partitions": 10,
+                                                       "fraction-train": 0.2, "num-server-rounds": 3})],
+            "scale": lambda: [b.scale({**run, "num-cpus": 1.0, "num-partitions": 20, "fraction-train": 0.1,
+                                       "num-server-rounds": 2})],
+            "selection": lambda: b.selection(200, 0.1, repeats=2),
+            "spiking": lambda: b.spiking([1, 2], batch_size=8, image_size=8, repeats=2),
+        }
+    else:
+        jobs = {
+            "orchestration": lambda: [b.orchestration({**run, "num-partitions": 100, "fraction-train": 0.1,
+                                                       "num-server-rounds": 6})],
+            "scale": lambda: [b.scale({**run, "num-cpus": 1.0, "num-partitions": n, "fraction-train": 0.1,
+                                       "num-server-rounds": 3}) for n in (100, 1000, 5000)],
+            "selection": lambda: b.selection(10_000, 0.1, repeats=20),
+            "spiking": lambda: b.spiking([1, 4, 8], batch_size=32, image_size=8, repeats=30),
+        }
+    results = {}
+    out.mkdir(parents=True, exist_ok=True)
+    with progress() as bar:
+        task = bar.add_task("benchmarks", total=len(chosen))
+        for name in chosen:
+            bar.update(task, description=name)
+            results[name] = jobs[name]()
+            bar.advance(task)
+    tables = "\n\n".join(f"### {name}\n\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".4g")
+                         for name, rows in results.items())
+    (out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "benchmarks.md").write_text(tables + "\n")
+    print(tables)
+    print(f"\nwritten: {out / 'benchmarks.md'}, {out / 'benchmarks.json'}")

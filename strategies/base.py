@@ -11,9 +11,10 @@ The strategy's state (:attr:`SelectionStrategy.STATE`) goes into each round's ch
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import ERROR, INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -33,9 +34,10 @@ def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list
     return {f"{prefix}{i:02d}/{name}": rates[name] for i, name in enumerate(rates)}
 
 
-def layer_rates(metrics: MetricRecord, prefix: str) -> list[list[float]]:
-    """The firing-rate vectors under ``prefix``, input layer first."""
-    return [list(metrics[k]) for k in sorted(metrics) if k.startswith(prefix)]
+def reply_metrics(msg: Message) -> MetricRecord:
+    """A validated train reply's MetricRecord (``content.metric_records`` would copy every
+    record into a new dict on each call: slow over thousands of replies)."""
+    return next(record for record in msg.content.values() if isinstance(record, MetricRecord))
 
 
 @dataclass(frozen=True)
@@ -257,10 +259,11 @@ class SelectionStrategy(FedAvg):
         arrays = ArrayRecord({k: v.to(reference[k].dtype) for k, v in arrays.to_torch_state_dict().items()})
         return arrays, metrics
 
-    def has_statistics(self, msg: Message, keys: Iterable[str]) -> bool:
-        """Whether a reply carries a metric starting with each of ``keys``; logs an error
-        naming the first missing one (e.g. from a ClientApp that measures no firing rates)."""
-        metrics = next(iter(msg.content.metric_records.values()))
+    def has_statistics(self, msg: Message, keys: Iterable[str], metrics: Mapping[str, Any] | None = None) -> bool:
+        """Whether a reply (whose ``metrics`` may be passed) carries a metric starting with
+        each of ``keys``; logs an error naming the first missing one (e.g. from a ClientApp
+        that measures no firing rates)."""
+        metrics = reply_metrics(msg) if metrics is None else metrics
         missing = [k for k in keys if not any(m.startswith(k) for m in metrics)]
         if missing:
             log(ERROR, "client %d's reply lacks the metric %r that %s needs; it is left out of "

@@ -35,9 +35,26 @@ class ClusteredSampling(SelectionStrategy):
     (the cohort is then one smaller). Aggregation stays FedAvg's, weighted by examples,
     as for every strategy here, so that comparisons isolate the selection rule."""
 
+    _rows_key: tuple | None = None
+    _rows: list[tuple[np.ndarray, np.ndarray]] = []
+
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
-        k = self.cohort_size(candidates)
-        rows = size_clusters([c.num_examples for c in candidates], k)
-        rng = self.round_rng(server_round)
-        picked = {int(rng.choice(len(candidates), p=row / row.sum())) for row in rows}
+        rows = self.row_distributions(candidates, self.cohort_size(candidates))
+        # one uniform per row, inverted through the row's CDF: numpy's choice(p=row), vectorised
+        draws = self.round_rng(server_round).random(len(rows))
+        picked = {int(support[np.searchsorted(cdf, u, side="right")]) for (support, cdf), u in zip(rows, draws)}
         return [candidates[i] for i in sorted(picked)]
+
+    def row_distributions(self, candidates: list[ClientInfo], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each cluster's clients (indices into ``candidates``) and their CDF; computed once
+        for a given set of candidates (data sizes do not change during a run)."""
+        key = (k, tuple((c.partition_id, c.num_examples) for c in candidates))
+        if self._rows_key != key:
+            rows = size_clusters([c.num_examples for c in candidates], k)
+            self._rows = []
+            for row in rows:
+                support = np.flatnonzero(row)
+                cdf = np.cumsum(row[support] / row.sum())
+                self._rows.append((support, cdf / cdf[-1]))
+            self._rows_key = key
+        return self._rows

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from flwr.app import Message
 
-from strategies.base import ClientInfo, SelectionStrategy
+from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
 
 STALENESS = 0.1  # Oort's staleness-bonus constant: sqrt(0.1 * log R / L_i)
 CUTOFF = 0.95  # Oort samples exploited clients among utilities >= 95% of the k-th best
@@ -55,26 +55,27 @@ class Oort(SelectionStrategy):
         seen = [c for c in candidates if c.partition_id in self.utility]
         unseen = [c for c in candidates if c.partition_id not in self.utility]
         n_explore = min(len(unseen), max(k - len(seen), round(self.exploration(server_round) * k)))
-        scores = {c.partition_id: self.utility[c.partition_id]
-                  + math.sqrt(STALENESS * math.log(server_round) / self.last_round[c.partition_id])
-                  for c in seen}
-        self.record.scores = scores
+        pids = np.array([c.partition_id for c in seen], dtype=np.int64)
+        scores = (np.array([self.utility[p] for p in pids.tolist()], dtype=float)
+                  + np.sqrt(STALENESS * math.log(server_round) / np.array([self.last_round[p] for p in pids.tolist()])))
+        self.record.scores = dict(zip(pids.tolist(), scores.tolist()))
         exploit: list[ClientInfo] = []
         n_exploit = k - n_explore
         if n_exploit:
-            ranked = sorted(seen, key=lambda c: (-scores[c.partition_id], c.partition_id))
-            cutoff = CUTOFF * scores[ranked[n_exploit - 1].partition_id]
-            pool = [c for c in ranked if scores[c.partition_id] >= cutoff]
-            exploit = self.sample(rng, pool, n_exploit, weights=[max(scores[c.partition_id], 1e-12) for c in pool])
+            ranked = np.lexsort((pids, -scores))  # highest score first, ties by partition id
+            cutoff = CUTOFF * scores[ranked[n_exploit - 1]]
+            pool = ranked[scores[ranked] >= cutoff]
+            exploit = self.sample(rng, [seen[i] for i in pool.tolist()], n_exploit,
+                                  weights=np.maximum(scores[pool], 1e-12).tolist())
         explore = self.sample(rng, unseen, n_explore) if n_explore else []
         return sorted(exploit + explore, key=lambda c: c.partition_id)
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Record the trained clients' utilities; all valid replies are aggregated."""
         for msg in replies:
-            if not self.has_statistics(msg, ["loss-sq-mean"]):
+            metrics = reply_metrics(msg)
+            if not self.has_statistics(msg, ["loss-sq-mean"], metrics):
                 continue
-            metrics = next(iter(msg.content.metric_records.values()))
             pid = self.clients[msg.metadata.src_node_id].partition_id
             self.utility[pid] = metrics["num-examples"] * float(np.sqrt(metrics["loss-sq-mean"]))
             self.last_round[pid] = server_round

@@ -39,10 +39,19 @@ class PowerOfChoice(SelectionStrategy):
         self.candidate_factor = candidate_factor
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
+        pool = self.candidate_set(server_round, candidates)
+        losses = {pid: float(info["loss"]) for pid, info in self.query(pool).items()}
+        return self.choose(candidates, pool, losses)
+
+    def candidate_set(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
+        """Step 1: d clients drawn proportionally to their data size."""
         k = self.cohort_size(candidates)
         d = min(len(candidates), max(k, math.ceil(self.candidate_factor * k)))
-        pool = self.sample(self.round_rng(server_round), candidates, d,
+        return self.sample(self.round_rng(server_round), candidates, d,
                            weights=[c.num_examples for c in candidates])
-        losses = {pid: float(info["loss"]) for pid, info in self.query(pool).items()}
+
+    def choose(self, candidates: list[ClientInfo], pool: list[ClientInfo], losses: dict[int, float]
+               ) -> list[ClientInfo]:
+        """Step 3: the k with the highest reported loss."""
         self.record.scores = losses
-        return highest_loss(pool, losses, k)
+        return highest_loss(pool, losses, min(self.clients_per_round, len(candidates)))

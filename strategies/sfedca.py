@@ -37,30 +37,31 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Message
 
-from strategies.base import ClientInfo, SelectionStrategy, layer_rates
+from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
 from strategies.validation import FIRING_AFTER, FIRING_BEFORE
 
 CREDIT_DISTANCES = ("l1", "l2", "cosine", "kl")
 CREDIT_LAYERS = ("output", "all")
 
 
-def credit(before: np.ndarray, after: np.ndarray, distance: str = "l1") -> float:
-    """Distance between a client's firing-rate vectors before and after local training."""
-    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+def credits(before: np.ndarray, after: np.ndarray, distance: str = "l1") -> np.ndarray:
+    """Distance between each client's firing-rate vectors before and after local training:
+    rows of ``before`` and ``after`` [clients, rates] -> [clients]."""
+    before, after = np.atleast_2d(np.asarray(before, dtype=float)), np.atleast_2d(np.asarray(after, dtype=float))
     if distance == "l1":
-        return float(np.abs(after - before).sum())
+        return np.abs(after - before).sum(1)
     if distance == "l2":
-        return float(np.linalg.norm(after - before))
+        return np.linalg.norm(after - before, axis=1)
     if distance == "cosine":
-        norm = np.linalg.norm(before) * np.linalg.norm(after)
-        if norm == 0:  # a silent layer: no change if both are silent, else the largest
-            return 0.0 if not (before.any() or after.any()) else 1.0
-        return float(1.0 - before @ after / norm)
+        norm = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
+        silent = norm == 0  # a silent layer: no change if both are silent, else the largest
+        cosine = np.einsum("ij,ij->i", before, after) / np.where(silent, 1.0, norm)
+        return np.where(silent, (before.any(1) | after.any(1)).astype(float), 1.0 - cosine)
     if distance == "kl":
         eps = 1e-12
-        p = (after + eps) / (after + eps).sum()
-        q = (before + eps) / (before + eps).sum()
-        return float(np.sum(p * np.log(p / q)))
+        p = (after + eps) / (after + eps).sum(1, keepdims=True)
+        q = (before + eps) / (before + eps).sum(1, keepdims=True)
+        return np.sum(p * np.log(p / q), axis=1)
     raise ValueError(f"credit distance {distance!r}; accepted: {', '.join(CREDIT_DISTANCES)}")
 
 
@@ -122,19 +123,36 @@ class SFedCA(SelectionStrategy):
         explore += rest[:size - n_exploit - n_new]
         return sorted(exploit + explore, key=lambda c: c.partition_id)
 
-    def statistic(self, msg: Message, prefix: str) -> np.ndarray:
-        layers = layer_rates(next(iter(msg.content.metric_records.values())), prefix)
-        return np.asarray(layers[-1] if self.credit_layers == "output" else np.concatenate(layers))
+    def statistic(self, layers: list[list[float]]) -> list[float]:
+        """The credit's input from a reply's per-layer rates (input layer first)."""
+        return layers[-1] if self.credit_layers == "output" else [v for layer in layers for v in layer]
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Score this round's candidates; aggregate the k with the highest credit."""
-        scored: dict[int, tuple[float, Message]] = {}
+        usable, before, after = [], [], []
+        layer_keys: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}  # replies share their keys
         for msg in replies:
-            if not self.has_statistics(msg, [FIRING_BEFORE, FIRING_AFTER]):
-                continue  # not aggregated either: SFedCA aggregates by credit only
+            metrics = reply_metrics(msg)
+            names = tuple(metrics)
+            if names not in layer_keys:
+                layer_keys[names] = (sorted(k for k in names if k.startswith(FIRING_BEFORE)),
+                                     sorted(k for k in names if k.startswith(FIRING_AFTER)))
+            keys_before, keys_after = layer_keys[names]
+            rates_before, rates_after = [metrics[k] for k in keys_before], [metrics[k] for k in keys_after]
+            if not (rates_before and rates_after):
+                # logged, and not aggregated either: SFedCA aggregates by credit only
+                self.has_statistics(msg, [FIRING_BEFORE, FIRING_AFTER], metrics)
+                continue
+            usable.append(msg)
+            before.append(self.statistic(rates_before))
+            after.append(self.statistic(rates_after))
+        if not usable:
+            self.record.scores = {}
+            return []
+        round_credits = credits(before, after, self.credit_distance)
+        scored: dict[int, tuple[float, Message]] = {}
+        for msg, c in zip(usable, round_credits.tolist()):
             pid = self.clients[msg.metadata.src_node_id].partition_id
-            c = credit(self.statistic(msg, FIRING_BEFORE), self.statistic(msg, FIRING_AFTER),
-                       self.credit_distance)
             previous = self.credits.get(pid)
             self.credits[pid] = c if previous is None else (1 - self.credit_decay) * previous + self.credit_decay * c
             self.last_seen[pid] = server_round

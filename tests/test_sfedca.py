@@ -6,9 +6,9 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from strategies.base import ClientInfo, firing_metrics, layer_rates
+from strategies.base import ClientInfo, firing_metrics
 from strategies.validation import FIRING_AFTER, FIRING_BEFORE
-from strategies.sfedca import SFedCA, credit
+from strategies.sfedca import SFedCA, credits
 
 BEFORE, AFTER = [0.1, 0.2, 0.7], [0.3, 0.2, 0.5]
 
@@ -20,19 +20,19 @@ BEFORE, AFTER = [0.1, 0.2, 0.7], [0.3, 0.2, 0.5]
     ("kl", 0.161348),       # 0.3 ln(0.3/0.1) + 0.2 ln 1 + 0.5 ln(0.5/0.7)
 ])
 def test_credit_by_hand(distance, expected):
-    assert credit(BEFORE, AFTER, distance) == pytest.approx(expected, abs=1e-5)
-    assert credit(BEFORE, BEFORE, distance) == pytest.approx(0.0, abs=1e-9)
+    assert credits(BEFORE, AFTER, distance)[0] == pytest.approx(expected, abs=1e-5)
+    assert credits(BEFORE, BEFORE, distance)[0] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_credit_of_a_layer_that_starts_firing():
-    assert credit([0.0, 0.0], [0.0, 0.5], "cosine") == 1.0
-    assert credit([0.0, 0.0], [0.0, 0.0], "cosine") == 0.0
+    assert credits([0.0, 0.0], [0.0, 0.5], "cosine")[0] == 1.0
+    assert credits([0.0, 0.0], [0.0, 0.0], "cosine")[0] == 0.0
 
 
 def test_layer_order_survives_sorted_keys():
     rates = {f"net.lif{i}": [i / 20] for i in range(12)} | {"net.out": [0.9, 0.1]}
     metrics = MetricRecord(dict(sorted(firing_metrics(FIRING_AFTER, rates).items())))
-    layers = layer_rates(metrics, FIRING_AFTER)
+    layers = [metrics[k] for k in sorted(metrics)]
     assert layers[-1] == [0.9, 0.1] and layers[0] == [0.0] and len(layers) == 13
 
 

@@ -1,0 +1,242 @@
+"""Benchmarks behind `spikefed bench` (figures in docs/benchmarks.md).
+
+- orchestration: the same federated training as a plain Python loop and through Flower's
+  Ray simulation; steady-state seconds per round and their ratio, start-up apart.
+- scale: N virtual clients, 10% per round, as a `spikefed run` subprocess: start-up,
+  seconds per round, peak resident memory of the whole process tree (Ray's included).
+- selection: each strategy's server-side selection + credit time at N clients.
+- spiking: train-step time of the spiking classifier at several T, multi-step and
+  single-step mode, against the same-shape ANN.
+Every figure is the median of several repetitions.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+
+from server.config import RunConfig, load_config
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- orchestration ------------------------------------------------------------------------
+
+def bare_rounds(cfg: RunConfig) -> list[float]:
+    """Seconds per round of the simulation's work without Flower or Ray: the same client
+    choice, the same local update per client, FedAvg and the server's evaluation."""
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from clients.app import global_model, local_update
+    from data import load_split, partition_sizes
+    from models import get_workload
+    from strategies import STRATEGIES
+    from strategies.base import ClientInfo
+
+    torch.set_num_threads(max(1, int(cfg.num_cpus)))
+    torch.manual_seed(cfg.seed)
+    workload = get_workload(cfg.workload)
+    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    clients = {pid: ClientInfo(pid, pid, n) for pid, n in enumerate(partition_sizes(cfg))}
+    strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
+    model = workload.initial_model(cfg, split.spec)
+    state = model.state_dict()
+    times = []
+    for server_round in range(1, cfg.num_server_rounds + 1):
+        start = time.perf_counter()
+        replies = []
+        for client in strategy.select(server_round, list(clients.values())):
+            arrays, metrics = local_update(cfg, client.partition_id, global_model(cfg, state), server_round)
+            replies.append(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": metrics["num-examples"]})}))
+        state = aggregate_arrayrecords(replies, "num-examples").to_torch_state_dict()
+        model.load_state_dict(state)
+        workload.evaluate(model, (split.x_test, split.y_test), cfg)
+        workload.firing_rates(model, (split.x_test, split.y_test), cfg)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def orchestration(settings: dict) -> dict:
+    """Bare loop vs Flower + Ray on ``settings``; rounds after the first are steady state."""
+    from experiments.simulation import read_rounds, resolve, simulate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve({**settings, "results-dir": tmp, "run-name": "bench"})
+        bare = bare_rounds(cfg)
+        start = time.perf_counter()
+        directory = simulate(cfg)
+        wall = time.perf_counter() - start
+        simulated = [float(r["seconds"]) for r in read_rounds(directory)]
+    bare_steady, sim_steady = statistics.median(bare[1:]), statistics.median(simulated[1:])
+    return {"clients": cfg.num_partitions, "per_round": cfg.clients_per_round, "rounds": cfg.num_server_rounds,
+            "bare_s_per_round": bare_steady, "simulation_s_per_round": sim_steady,
+            "ratio": sim_steady / bare_steady, "simulation_startup_and_shutdown_s": wall - sum(simulated)}
+
+
+# --- scale ----------------------------------------------------------------------------------
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident bytes of ``process`` and all its descendants."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def scale(settings: dict, timeout: float = 3600) -> dict:
+    """One `spikefed run` subprocess; its rounds from rounds.csv, its tree's peak memory."""
+    from experiments.simulation import read_rounds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = [a for k, v in {**settings, "results-dir": tmp, "run-name": "scale"}.items()
+                for a in ("--set", f"{k}={v}")]
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", *sets],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        watched, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(watched))
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                raise TimeoutError(f"scale run with {settings} exceeded {timeout} s")
+            time.sleep(0.25)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"scale run failed: {proc.stderr.read()[-2000:]}")
+        rounds = [float(r["seconds"]) for r in read_rounds(Path(tmp) / "scale")]
+    return {"clients": settings["num-partitions"], "per_round": int(settings["num-partitions"] * settings["fraction-train"]),
+            "startup_s": wall - sum(rounds), "s_per_round": statistics.median(rounds),
+            "peak_rss_gib": peak / 2**30, "wall_s": wall}
+
+
+# --- selection ------------------------------------------------------------------------------
+
+LAYERS = {"lif1": 16, "lif2": 32, "lif_out": 10}  # SpikingCNN's spiking layers: rates per channel/neuron
+
+
+def selection(num_clients: int, fraction: float, repeats: int) -> list[dict]:
+    """Per strategy: median ms of select() plus the credit step on the replies it asks for.
+    Replies carry random firing rates and losses; Power-of-Choice's query round trip is
+    network time and not included (its candidate draw and ranking are)."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from strategies import STRATEGIES
+    from strategies.base import ClientInfo, firing_metrics
+    from strategies.validation import FIRING_AFTER, FIRING_BEFORE
+
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1  # messages made outside a run
+    rng = np.random.default_rng(0)
+    clients = {pid: ClientInfo(pid, pid, int(n)) for pid, n in enumerate(rng.integers(5, 500, num_clients))}
+    pool = list(clients.values())
+    cfg = load_config({"num-partitions": num_clients, "fraction-train": fraction})
+    arrays = ArrayRecord({"w": torch.zeros(1)})
+
+    def reply(client: ClientInfo) -> Message:
+        metrics = {"num-examples": client.num_examples, "loss-sq-mean": float(rng.random()),
+                   **firing_metrics(FIRING_BEFORE, {k: rng.random(n).tolist() for k, n in LAYERS.items()}),
+                   **firing_metrics(FIRING_AFTER, {k: rng.random(n).tolist() for k, n in LAYERS.items()})}
+        sent = Message(RecordDict(), dst_node_id=client.node_id, message_type="train")
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=sent)
+
+    replies = {c.partition_id: reply(c) for c in pool}
+    losses = {c.partition_id: float(rng.random()) for c in pool}
+    out = []
+    for name in sorted(STRATEGIES):
+        strategy = STRATEGIES[name].from_config(cfg, clients)
+        round_counter = iter(range(1, 10**6))
+        for r in range(1, 4):  # a few rounds so that history-based rules have history
+            chosen = step(strategy, next(round_counter), pool, replies, losses)
+
+        def one_round() -> None:
+            step(strategy, next(round_counter), pool, replies, losses)
+
+        ms = 1000 * median_time(one_round, repeats, warmup=0)
+        out.append({"strategy": name, "clients": num_clients, "selected": len(chosen), "ms_per_round": ms})
+    return out
+
+
+def step(strategy, server_round: int, pool: list, replies: dict, losses: dict) -> list:
+    """Selection, then the credit/score step on the chosen clients' replies."""
+    from strategies.power_of_choice import PowerOfChoice
+
+    if isinstance(strategy, PowerOfChoice):
+        candidates = strategy.candidate_set(server_round, pool)
+        chosen = strategy.choose(pool, candidates, {c.partition_id: losses[c.partition_id] for c in candidates})
+    else:
+        chosen = strategy.select(server_round, pool)
+    strategy.choose_aggregated(server_round, [replies[c.partition_id] for c in chosen])
+    return chosen
+
+
+# --- spiking compute --------------------------------------------------------------------------
+
+def same_shape_ann(snn: nn.Module) -> nn.Module:
+    """The spiking CNN with each LIF neuron replaced by a ReLU, in single-step layers."""
+    ann = copy.deepcopy(snn.net)
+    functional.set_step_mode(ann, "s")
+    for name, module in ann.named_children():
+        if isinstance(module, neuron.BaseNode):
+            setattr(ann, name, nn.ReLU())
+    return ann
+
+
+def spiking(timesteps: list[int], batch_size: int, image_size: int, repeats: int) -> list[dict]:
+    """Median ms of one training step (forward, backward, Adam) per model and mode."""
+    from models.spiking_cnn import SpikingCNN
+
+    torch.manual_seed(0)
+    x = torch.rand(batch_size, 1, image_size, image_size)
+    y = torch.randint(0, 10, (batch_size,))
+
+    def trainer(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def train_step() -> None:
+            loss = F.mse_loss(forward(), F.one_hot(y, 10).float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            functional.reset_net(model)
+        return train_step
+
+    base = SpikingCNN(1, image_size, 10, 1)
+    ann = same_shape_ann(base)
+    ann_ms = 1000 * median_time(trainer(ann, lambda: ann(x).softmax(1)), repeats, warmup=3)
+    rows = [{"model": "ANN (same shape)", "T": 1, "mode": "-", "ms_per_step": ann_ms, "ratio_to_T_x_ann": 1.0}]
+    for t in timesteps:
+        snn = SpikingCNN(1, image_size, 10, t)
+        multi = 1000 * median_time(trainer(snn, lambda: snn(x).mean(0)), repeats, warmup=3)
+        single_net = copy.deepcopy(snn.net)
+        functional.set_step_mode(single_net, "s")
+        single = 1000 * median_time(
+            trainer(single_net, lambda: torch.stack([single_net(x) for _ in range(t)]).mean(0)), repeats, warmup=3)
+        rows += [{"model": "spiking CNN", "T": t, "mode": mode, "ms_per_step": ms, "ratio_to_T_x_ann": ms / (t * ann_ms)}
+                 for mode, ms in (("multi-step", multi), ("single-step", single))]
+    return rows

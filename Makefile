@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is installed first, pinned, so pip takes the build already on disk where there is one.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -ra
+
+# Every benchmark at full size (about 20 minutes on 2 cores); tables in docs/benchmarks/.
+bench: install
+	$(BIN)/spikefed bench --out docs/benchmarks
 
 clean:
 	rm -rf $(VENV) results

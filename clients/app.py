@@ -19,7 +19,9 @@ app = ClientApp()
 def _setup(msg: Message, context: Context) -> tuple[RunConfig, int]:
     """The run config the server sent, and this node's partition id."""
     cfg = load_config(dict(msg.content["config"]))
-    torch.set_num_threads(max(1, int(cfg.num_cpus)))
+    threads = max(1, int(cfg.num_cpus))
+    if torch.get_num_threads() != threads:  # setting it rebuilds the thread pool: once per actor
+        torch.set_num_threads(threads)
     return cfg, int(context.node_config["partition-id"])
 
 

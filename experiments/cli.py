@@ -346,8 +346,8 @@ def bench(
         jobs = {
             "orchestration": lambda: [b.orchestration({**run, "dataset": "digits", "num-partitions": 10,
                                                        "fraction-train": 0.2, "num-server-rounds": 3})],
-            "scale": lambda: [b.scale({**run, "num-cpus": 1.0, "num-partitions": 20, "fraction-train": 0.1,
-                                       "num-server-rounds": 2})],
+            "scale": lambda: [b.scale({**run, "dataset": "digits", "num-cpus": 1.0, "num-partitions": 20,
+                                       "fraction-train": 0.1, "num-server-rounds": 2})],
             "selection": lambda: b.selection(200, 0.1, repeats=2),
             "spiking": lambda: b.spiking([1, 2], batch_size=8, image_size=8, repeats=2),
         }

@@ -170,14 +170,10 @@ def selection(num_clients: int, fraction: float, repeats: int) -> list[dict]:
     out = []
     for name in sorted(STRATEGIES):
         strategy = STRATEGIES[name].from_config(cfg, clients)
-        round_counter = iter(range(1, 10**6))
-        for r in range(1, 4):  # a few rounds so that history-based rules have history
-            chosen = step(strategy, next(round_counter), pool, replies, losses)
-
-        def one_round() -> None:
-            step(strategy, next(round_counter), pool, replies, losses)
-
-        ms = 1000 * median_time(one_round, repeats, warmup=0)
+        rounds = iter(range(1, 10**6))
+        for _ in range(3):  # a few rounds first, so that history-based rules have history
+            chosen = step(strategy, next(rounds), pool, replies, losses)
+        ms = 1000 * median_time(lambda: step(strategy, next(rounds), pool, replies, losses), repeats, warmup=0)
         out.append({"strategy": name, "clients": num_clients, "selected": len(chosen), "ms_per_round": ms})
     return out
 

@@ -2,6 +2,7 @@
 every profile, each SuperNode holding its own partition and, in the gpu profile, each
 ClientApp reserving its own GPU."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,9 @@ def test_bad_generator_input_is_one_line_naming_it(tmp_path, args):
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")
 @pytest.mark.parametrize("profile", PROFILES)
 def test_docker_compose_accepts_the_file(profile):
-    run = subprocess.run(["docker-compose", "--profile", profile, "config", "--quiet"], cwd=ROOT,
+    # Debian's docker-compose runs on the system Python; Ray, started by earlier tests in
+    # this process, puts this venv's site-packages on PYTHONPATH, which would shadow its own
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    run = subprocess.run(["docker-compose", "--profile", profile, "config", "--quiet"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr

@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/spikefed run
 
 test: install
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=15
 
 # Every benchmark at full size (about 20 minutes on 2 cores); tables in docs/benchmarks/.
 bench: install

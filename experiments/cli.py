@@ -345,7 +345,7 @@ def bench(
     if smoke:
         jobs = {
             "orchestration": lambda: [b.orchestration({**run, "dataset": "digits", "num-partitions": 10,
-                                                       "fraction-train": 0.2, "num-server-rounds": 3})],
+                                                       "fraction-train": 0.2, "num-server-rounds": 2})],
             "scale": lambda: [b.scale({**run, "dataset": "digits", "num-cpus": 1.0, "num-partitions": 20,
                                        "fraction-train": 0.1, "num-server-rounds": 2})],
             "selection": lambda: b.selection(200, 0.1, repeats=2),

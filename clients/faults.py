@@ -11,6 +11,8 @@ import time
 import numpy as np
 import torch
 
+from strategies.validation import FIRING_AFTER
+
 FAULT_KEY = "fault"  # message-config key; empty or absent = behave
 CORRUPTIONS = ("nan", "inf", "shape", "dtype", "missing-key", "firing-rate", "num-examples")
 
@@ -53,7 +55,7 @@ def corrupt(fault: str, arrays: dict[str, torch.Tensor], metrics: dict) -> None:
     elif kind == "missing-key":
         del arrays[first]
     elif kind == "firing-rate":
-        key = next(k for k in metrics if k.startswith("firing-after/"))
+        key = next(k for k in metrics if k.startswith(FIRING_AFTER))
         metrics[key] = [1.5 for _ in metrics[key]]
     elif kind == "num-examples":
         metrics["num-examples"] = 0

@@ -4,6 +4,7 @@ a checkpoint after every round and resuming from it (run config `resume`)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from logging import ERROR, INFO
 from pathlib import Path
@@ -31,8 +32,7 @@ def mean_firing_rate(rates: Mapping[str, list[float]]) -> float:
 
 def counts(values) -> str:
     """``a:2 b:1`` for the values' occurrences, sorted by value."""
-    values = list(values)
-    return " ".join(f"{v}:{values.count(v)}" for v in sorted(set(values)))
+    return " ".join(f"{v}:{n}" for v, n in sorted(Counter(values).items()))
 
 
 def run_federation(grid: Grid, cfg: RunConfig) -> Path:

@@ -1,17 +1,29 @@
-"""The SpikeFed ClientApp: local training of the workload, with firing statistics."""
+"""The SpikeFed ClientApp: local training of the workload, with firing statistics.
+
+Every train reply carries, besides the workload's metrics: the firing rates of each spiking
+layer of the received model on the local data (``firing-before/``) and of the trained
+model (``firing-after/``), the class-wise firing intensity before and after
+(``class-intensity-before`` / ``-after``, one value per class), and the estimated energy
+of the local work (``energy-snn``, ``energy-ann`` in joules). When the train config says
+``two-phase``, the reply holds these metrics only and the trained weights wait in the
+node's state until a ``train.upload`` message for the same round asks for them.
+"""
 
 from __future__ import annotations
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import faults
-from data import client_test_data, client_train_data, load_split
+from data import client_test_data, client_train_data, split_of
 from models import get_workload
 from server.config import RunConfig, load_config
-from strategies.base import firing_metrics
-from strategies.validation import FIRING_AFTER, FIRING_BEFORE
+from strategies.base import TWO_PHASE_KEY, firing_metrics
+from strategies.validation import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE
+
+# node-state records of a two-phase round: the trained weights, their metrics, the round
+KEPT_ARRAYS, KEPT_METRICS, KEPT_ROUND = "kept-arrays", "kept-metrics", "kept-round"
 
 app = ClientApp()
 
@@ -31,7 +43,7 @@ def _global_model(msg: Message, cfg: RunConfig) -> torch.nn.Module:
 
 def global_model(cfg: RunConfig, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The workload's model holding ``state_dict``."""
-    spec = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec
+    spec = split_of(cfg).spec
     model = get_workload(cfg.workload).build_model(cfg, spec)
     model.load_state_dict(state_dict)
     return model
@@ -39,21 +51,27 @@ def global_model(cfg: RunConfig, state_dict: dict[str, torch.Tensor]) -> torch.n
 
 def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round: int
                  ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Client ``pid``'s round: firing rates of the received model on its data, local
-    training, firing rates again; returns the trained weights and the reply's metrics."""
+    """Client ``pid``'s round: firing statistics of the received model on its data, local
+    training, the statistics again; returns the trained weights and the reply's metrics."""
     workload = get_workload(cfg.workload)
     data = client_train_data(cfg, pid)
+    num_classes = split_of(cfg).spec.num_classes
     # One seed per (run seed, round, client): the same run repeats exactly.
     seed = cfg.seed * 1_000_003 + server_round * 1_009 + pid
     torch.manual_seed(seed)
-    before = workload.firing_rates(model, data, cfg)
+    before = workload.firing_statistics(model, data, cfg, num_classes)
     metrics = workload.train(model, data, cfg, seed)
-    after = workload.firing_rates(model, data, cfg)
+    after = workload.firing_statistics(model, data, cfg, num_classes)
+    n = len(data[1])
     metrics = {
-        "num-examples": len(data[1]),
+        "num-examples": n,
         **metrics,
-        **firing_metrics(FIRING_BEFORE, before),
-        **firing_metrics(FIRING_AFTER, after),
+        **firing_metrics(FIRING_BEFORE, before.rates),
+        **firing_metrics(FIRING_AFTER, after.rates),
+        CLASS_BEFORE: before.class_intensity,
+        CLASS_AFTER: after.class_intensity,
+        # local training plus the two statistics passes, at the trained model's rates
+        **workload.energy(model, data, cfg, train_samples=n * cfg.local_epochs, inference_samples=2 * n),
     }
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
 
@@ -70,7 +88,9 @@ def query(msg: Message, context: Context) -> Message:
         data = client_train_data(cfg, pid)
         info["num-examples"] = len(data[1])
         if "arrays" in msg.content:
-            info.update(get_workload(cfg.workload).evaluate(_global_model(msg, cfg), data, cfg))
+            workload, model = get_workload(cfg.workload), _global_model(msg, cfg)
+            info.update(workload.evaluate(model, data, cfg))
+            info.update(workload.energy(model, data, cfg, train_samples=0, inference_samples=len(data[1])))
     return Message(RecordDict({"info": MetricRecord(info)}), reply_to=msg)
 
 
@@ -81,10 +101,29 @@ def train(msg: Message, context: Context) -> Message:
     cfg, pid = _setup(msg, context)
     fault = str(msg.content["config"].get(faults.FAULT_KEY, ""))
     faults.before_training(fault, cfg.round_timeout)
-    arrays, metrics = local_update(cfg, pid, _global_model(msg, cfg), int(msg.content["config"]["server-round"]))
+    server_round = int(msg.content["config"]["server-round"])
+    arrays, metrics = local_update(cfg, pid, _global_model(msg, cfg), server_round)
     if fault.startswith("corrupt:"):
         faults.corrupt(fault, arrays, metrics)
-    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+    if not msg.content["config"].get(TWO_PHASE_KEY, False):
+        return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+    context.state[KEPT_ARRAYS] = ArrayRecord(arrays)
+    context.state[KEPT_METRICS] = MetricRecord(metrics)
+    context.state[KEPT_ROUND] = ConfigRecord({"server-round": server_round})
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.train("upload")
+def upload(msg: Message, context: Context) -> Message:
+    """Second phase of a two-phase round: send the weights trained for this round (then forget them)."""
+    wanted = int(msg.content["config"]["server-round"])
+    kept = context.state.get(KEPT_ROUND)
+    if kept is None or int(kept["server-round"]) != wanted:
+        have = "none" if kept is None else f"round {kept['server-round']}"
+        raise RuntimeError(f"asked to upload the update of round {wanted}, but this node keeps {have}")
+    del context.state[KEPT_ROUND]
+    content = {"arrays": context.state.pop(KEPT_ARRAYS), "metrics": context.state.pop(KEPT_METRICS)}
+    return Message(RecordDict(content), reply_to=msg)
 
 
 @app.evaluate()

@@ -1,7 +1,7 @@
 """Datasets and non-IID partitioning, shared by the ServerApp and the ClientApp."""
 
 from data.partition import PARTITIONERS, client_test_data, client_train_data, partition_sizes
-from data.sources import DATASETS, DatasetSpec, Split, load_split
+from data.sources import DATASETS, DatasetSpec, Split, load_split, split_of
 
 __all__ = [
     "DATASETS",
@@ -12,4 +12,5 @@ __all__ = [
     "client_train_data",
     "load_split",
     "partition_sizes",
+    "split_of",
 ]

@@ -20,7 +20,7 @@ from flwr_datasets.partitioner import (
     ShardPartitioner,
 )
 
-from data.sources import load_split
+from data.sources import split_of
 from server.config import ConfigError, RunConfig
 
 PARTITIONERS: dict[str, Callable[[RunConfig], Partitioner]] = {
@@ -50,7 +50,7 @@ PARTITIONERS: dict[str, Callable[[RunConfig], Partitioner]] = {
 
 
 def _split(cfg: RunConfig):
-    return load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    return split_of(cfg)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,21 +1,31 @@
 """Dataset registry: each loader returns images as float32 [N, C, H, W] in [0, 1].
 
-`digits` (scikit-learn, embedded, no download) is the default. MNIST, Fashion-MNIST and
-CIFAR-10 are read by torchvision from files already under ``data-dir`` (torchvision's
-layout); nothing is downloaded. torchvision is imported only for those, so that digits
-runs where no torchvision matching the installed torch is present (the CPU Docker image).
+`digits` (scikit-learn, embedded, no download) is the default. MNIST and Fashion-MNIST
+are read from the published IDX files (gzipped or not) by :func:`read_idx`: under
+``data-dir`` in torchvision's layout (``MNIST/raw``, ``FashionMNIST/raw``) or, for
+Fashion-MNIST, where Debian's ``dataset-fashion-mnist`` package puts them
+(:data:`SYSTEM_FASHION_MNIST`). CIFAR-10 is read by torchvision from ``data-dir``;
+torchvision is imported only for it, so that the other datasets run where no torchvision
+matching the installed torch is present (the CPU Docker image). Nothing is downloaded.
+
+:func:`load_split` can shrink a split for small machines: ``image_size`` resizes (area
+averaging, e.g. 28 -> 14) and ``max_train`` / ``max_test`` keep a stratified random subset.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from server.config import ConfigError
+
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,55 @@ def _synthetic(data_dir: str, test_fraction: float, seed: int) -> Split:
     return Split(*draw(60_000), *draw(10_000), base.spec)
 
 
-def _reader(label: str) -> type:
-    """torchvision's reader class for ``label``; CIFAR-10's checks that the batch files
-    exist but not their published MD5 sums, so that subsets and the tests' small files load."""
-    import torchvision.datasets as tvd
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's format: two zero bytes, a type byte, the number of dimensions,
+    big-endian uint32 sizes, then the data), gzipped when its name ends in ``.gz``."""
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_TYPES:
+        raise ConfigError(f"{str(path)!r} is not an IDX file (bad magic number); accepted: the published "
+                          "MNIST / Fashion-MNIST files")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
+    data = np.frombuffer(raw, IDX_TYPES[raw[2]], offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ConfigError(f"{str(path)!r} holds {data.size} values but its header says {shape}; the file is "
+                          "truncated or corrupt")
+    return data.reshape(shape)
 
-    if label != "CIFAR10":
-        return getattr(tvd, label)
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, f"{stem}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _mnist_like(label: str, system_folder: Path | None) -> Callable[[str, float, int], Split]:
+    """Loader for MNIST-format files under ``data-dir/<label>/raw`` (then ``system_folder``)."""
+
+    def load(data_dir: str, test_fraction: float, seed: int) -> Split:
+        folders = [Path(data_dir) / label / "raw"] + ([system_folder] if system_folder else [])
+        stems = [f"{p}-{kind}-ubyte" for p in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+        for folder in folders:
+            files = [_idx_file(folder, stem) for stem in stems]
+            if all(files):
+                x_tr, y_tr, x_te, y_te = (read_idx(f) for f in files)
+                scale = lambda x: (x.astype(np.float32) / 255.0)[:, None]  # noqa: E731
+                return Split(scale(x_tr), y_tr.astype(np.int64), scale(x_te), y_te.astype(np.int64),
+                             DatasetSpec(1, x_tr.shape[-1], 10))
+        where = " or ".join(f"'{f.resolve()}'" for f in folders)
+        hint = (" (as root: apt-get install dataset-fashion-mnist, or `make fashion-mnist`)"
+                if system_folder else "")
+        raise ConfigError(f"no {label} IDX files (train/t10k images and labels) under {where}; put the "
+                          f"published files there{hint}, or use dataset='digits'")
+
+    return load
+
+
+def _reader() -> type:
+    """torchvision's CIFAR-10 reader, checking that the batch files exist but not their
+    published MD5 sums, so that subsets and the tests' small files load."""
+    import torchvision.datasets as tvd
 
     class CIFAR10Files(tvd.CIFAR10):
         train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
@@ -82,11 +134,11 @@ def _reader(label: str) -> type:
     return CIFAR10Files
 
 
-def _torchvision(label: str, spec: DatasetSpec) -> Callable[[str, float, int], Split]:
-    """Loader for a torchvision dataset with an official train/test split."""
+def _cifar10(label: str, spec: DatasetSpec) -> Callable[[str, float, int], Split]:
+    """Loader for CIFAR-10's official train/test split, read by torchvision."""
 
     def load(data_dir: str, test_fraction: float, seed: int) -> Split:
-        cls = _reader(label)
+        cls = _reader()
         try:
             parts = [cls(root=data_dir, train=train, download=False) for train in (True, False)]
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
@@ -108,13 +160,48 @@ def _torchvision(label: str, spec: DatasetSpec) -> Callable[[str, float, int], S
 DATASETS: dict[str, Callable[[str, float, int], Split]] = {
     "digits": _digits,
     "synthetic": _synthetic,
-    "mnist": _torchvision("MNIST", DatasetSpec(1, 28, 10)),
-    "fashion-mnist": _torchvision("FashionMNIST", DatasetSpec(1, 28, 10)),
-    "cifar10": _torchvision("CIFAR10", DatasetSpec(3, 32, 10)),
+    "mnist": _mnist_like("MNIST", None),
+    "fashion-mnist": _mnist_like("FashionMNIST", SYSTEM_FASHION_MNIST),
+    "cifar10": _cifar10("CIFAR10", DatasetSpec(3, 32, 10)),
 }
 
 
+def _subset(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random subset of ``size`` samples with each class in proportion (largest remainders)."""
+    if not size or size >= len(y):
+        return x, y
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * size / len(y)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(take - quota)[:size - take.sum()]] += 1
+    keep = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c, n in zip(classes, take)])
+    keep.sort()
+    return x[keep], y[keep]
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    return F.interpolate(torch.from_numpy(x), size=(size, size), mode="area").numpy()
+
+
 @functools.lru_cache(maxsize=4)
-def load_split(dataset: str, data_dir: str, test_fraction: float, seed: int) -> Split:
-    """Load ``dataset`` once per process (Ray actors reuse it across rounds)."""
-    return DATASETS[dataset](data_dir, test_fraction, seed)
+def load_split(dataset: str, data_dir: str, test_fraction: float, seed: int, image_size: int = 0,
+               max_train: int = 0, max_test: int = 0) -> Split:
+    """Load ``dataset`` once per process (Ray actors reuse it across rounds), resized to
+    ``image_size`` and cut to ``max_train`` / ``max_test`` samples when those are non-zero."""
+    split = DATASETS[dataset](data_dir, test_fraction, seed)
+    rng = np.random.default_rng(seed)
+    x_tr, y_tr = _subset(split.x_train, split.y_train, max_train, rng)
+    x_te, y_te = _subset(split.x_test, split.y_test, max_test, rng)
+    if image_size and image_size != split.spec.size:
+        x_tr, x_te = _resize(x_tr, image_size), _resize(x_te, image_size)
+        split = replace(split, spec=replace(split.spec, size=image_size))
+    return Split(x_tr, y_tr, x_te, y_te, split.spec)
+
+
+def split_of(cfg) -> Split:
+    """The split ``cfg`` (a RunConfig) asks for."""
+    return load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed, cfg.image_size,
+                      cfg.max_train_samples, cfg.max_test_samples)

@@ -51,7 +51,7 @@ def bare_rounds(cfg: RunConfig) -> list[float]:
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
     from clients.app import global_model, local_update
-    from data import load_split, partition_sizes
+    from data import partition_sizes, split_of
     from models import get_workload
     from strategies import STRATEGIES
     from strategies.base import ClientInfo
@@ -59,7 +59,7 @@ def bare_rounds(cfg: RunConfig) -> list[float]:
     torch.set_num_threads(max(1, int(cfg.num_cpus)))
     torch.manual_seed(cfg.seed)
     workload = get_workload(cfg.workload)
-    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split = split_of(cfg)
     clients = {pid: ClientInfo(pid, pid, n) for pid, n in enumerate(partition_sizes(cfg))}
     strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
     model = workload.initial_model(cfg, split.spec)

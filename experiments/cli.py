@@ -43,9 +43,9 @@ def check_option(option: str, value: str, accepted: Sequence[str]) -> None:
 
 def check_data(cfg) -> None:
     """The dataset's files are readable (ConfigError naming data-dir if not)."""
-    from data import load_split
+    from data import split_of
 
-    load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split_of(cfg)
 
 
 def progress(*extra_columns):

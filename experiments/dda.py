@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from data import load_split  # noqa: E402
+from data import split_of  # noqa: E402
 from models.ann_cnn import AnnCNN, train_classifier  # noqa: E402
 from models.dda.distill import accuracy, distill  # noqa: E402
 from models.dda.networks import build_student  # noqa: E402
@@ -27,7 +27,7 @@ from server.config import ConfigError, RunConfig  # noqa: E402
 def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> tuple[AnnCNN, dict]:
     """An :class:`AnnCNN` teacher trained on the whole training split (written to teacher.pt),
     and its figures."""
-    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split = split_of(cfg)
     device = torch_device()
     torch.manual_seed(cfg.seed)
     spec = split.spec
@@ -47,7 +47,7 @@ def load_teacher(path: str, cfg: RunConfig) -> AnnCNN:
     if state.get("teacher") != "ann" or state.get("dataset") != cfg.dataset:
         raise ConfigError(f"--teacher {path!r} is a {state.get('teacher')!r} teacher for {state.get('dataset')!r}; "
                           f"accepted: a teacher from `spikefed train-teacher --dataset {cfg.dataset}`")
-    spec = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec
+    spec = split_of(cfg).spec
     teacher = AnnCNN(spec.channels, spec.size, spec.num_classes)
     teacher.load_state_dict(state["state_dict"])
     return teacher.to(torch_device()).eval()
@@ -56,7 +56,7 @@ def load_teacher(path: str, cfg: RunConfig) -> AnnCNN:
 def distill_student(teacher: AnnCNN, student_kind: str, mode: str, cfg: RunConfig, out: Path,
                     on_epoch=None) -> dict:
     """Distil a fresh student with ``mode``; writes student.pt, metrics.json and dda.png."""
-    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split = split_of(cfg)
     spec, device = split.spec, torch_device()
     x_test = torch.as_tensor(split.x_test, device=device)
     y_test = torch.as_tensor(split.y_test, device=device)
@@ -108,7 +108,7 @@ def ablation(cfg: RunConfig, seeds: list[int], student_kind: str, teacher_epochs
     mode (real, inversion, no-filter, dda) from the same images; writes ablation.csv,
     ablation.md and dda.png (first seed). ``advance()`` is called after each student."""
     out.mkdir(parents=True, exist_ok=True)
-    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split = split_of(cfg)
     spec, device = split.spec, torch_device()
     x_test = torch.as_tensor(split.x_test, device=device)
     y_test = torch.as_tensor(split.y_test, device=device)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from data import Split, load_split
+from data import Split, split_of
 from models import get_workload
 from models.esvae import AnnVAE
 from models.frechet import classifier_features, frechet_distance
@@ -103,7 +103,7 @@ def train_central(model_name: str, cfg: RunConfig, out: Path,
     """Train ``model_name`` for ``cfg.local_epochs`` on the whole training split; write
     checkpoint.pt, metrics.json and the grids to ``out``; returns the metrics."""
     out.mkdir(parents=True, exist_ok=True)
-    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split = split_of(cfg)
     torch.manual_seed(cfg.seed)
     model = build_vae(model_name, cfg, split)
     start = time.perf_counter()

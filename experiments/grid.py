@@ -14,6 +14,11 @@ The file has four top-level keys and two tables::
     [partitions."dirichlet-0.1"]    # one table per partition setting: its run-config keys
     partitioner = "dirichlet"
     dirichlet-alpha = 0.1
+    seeds = [0, 1, 2, 3, 4]         # optional: this setting's own seeds
+
+    [variants.sfedca-top-credit]    # optional: a strategy under a label of its own, with its keys;
+    strategy = "sfedca"             # the label can then be listed in `strategies`
+    sfedca-rule = "top-credit"
 
 Every cell's run config ({run} + {partition} + strategy + seed) is validated by
 :func:`server.config.load_config`, the one place run-config keys are checked.
@@ -30,7 +35,7 @@ from typing import Any
 from server.config import DEFAULTS, ConfigError, RunConfig, load_config
 from strategies import STRATEGIES
 
-TOP_LEVEL = ("name", "strategies", "seeds", "metric", "target", "run", "partitions")
+TOP_LEVEL = ("name", "strategies", "seeds", "metric", "target", "run", "partitions", "variants")
 # metric -> (rounds.csv column, whether higher is better)
 METRICS = {"accuracy": ("test_accuracy", True), "mse": ("test_mse", False), "loss": ("test_loss", False)}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -38,7 +43,7 @@ LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 @dataclass(frozen=True)
 class Cell:
-    """One simulation of the grid."""
+    """One simulation of the grid; ``strategy`` is a strategy's name or a variant's label."""
 
     strategy: str
     partition: str
@@ -60,6 +65,7 @@ class Experiment:
     partitions: dict[str, dict[str, Any]]
     run: dict[str, Any]
     results_dir: Path
+    variants: dict[str, dict[str, Any]]
 
     @property
     def column(self) -> str:
@@ -77,10 +83,13 @@ class Experiment:
         """All cells, partition-major (a partial run already covers whole settings)."""
         out = []
         for partition, keys in self.partitions.items():
-            for seed in self.seeds:
+            keys = dict(keys)
+            seeds = [int(s) for s in keys.pop("seeds", self.seeds)]
+            for seed in seeds:
                 for strategy in self.strategies:
                     cell_id = f"{strategy}_{partition}_seed{seed}"
-                    cfg = load_config({**self.run, **keys, "strategy": strategy, "seed": seed,
+                    variant = self.variants.get(strategy, {"strategy": strategy})
+                    cfg = load_config({**self.run, **keys, **variant, "seed": seed,
                                        "results-dir": str(self.directory / "cells"), "run-name": cell_id})
                     out.append(Cell(strategy, partition, seed, cfg))
         return out
@@ -120,12 +129,20 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
     name = str(data.get("name", path.stem))
     if not LABEL.match(name):
         raise ConfigError(f"name={name!r} must be letters, digits, '.', '_' or '-'")
+    variants = data.get("variants") or {}
+    for label, keys in variants.items():
+        if not LABEL.match(label) or not isinstance(keys, dict) or keys.get("strategy") not in STRATEGIES:
+            raise ConfigError(f"[variants.{label}] must set strategy to one of {', '.join(STRATEGIES)}")
+        fixed = sorted(set(keys) & {"seed", "results-dir", "run-name"})
+        if fixed:
+            raise ConfigError(f"[variants.{label}] sets {fixed[0]!r}, which the grid sets per cell")
     strategies = [str(s) for s in _list("strategies", data.get("strategies", ["all"]))]
     if strategies == ["all"]:
         strategies = list(STRATEGIES)
     for s in strategies:
-        if s not in STRATEGIES:
-            raise ConfigError(f"strategies: {s!r} is not a strategy; accepted: all, {', '.join(STRATEGIES)}")
+        if s not in STRATEGIES and s not in variants:
+            raise ConfigError(f"strategies: {s!r} is not a strategy or variant; accepted: all, "
+                              f"{', '.join([*STRATEGIES, *variants])}")
     seeds = _list("seeds", data.get("seeds", [0]))
     try:
         seeds = [int(s) for s in seeds]
@@ -151,11 +168,17 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
         fixed = sorted(set(keys) & {"strategy", "seed", "results-dir", "run-name"})
         if fixed:
             raise ConfigError(f"[partitions.{label}] sets {fixed[0]!r}, which the grid sets per cell")
+        if "seeds" in keys:
+            keys["seeds"] = _list(f"[partitions.{label}] seeds", keys["seeds"])
+            try:
+                [int(s) for s in keys["seeds"]]
+            except ValueError:
+                raise ConfigError(f"[partitions.{label}] seeds={keys['seeds']!r} must be integers") from None
     for key in ("strategy", "seed", "run-name"):
         if key in run:
             raise ConfigError(f"[run] sets {key!r}, which the grid sets per cell; use the top-level keys")
     results_dir = Path(str(run.pop("results-dir", DEFAULTS["results-dir"])))
     experiment = Experiment(name, tuple(dict.fromkeys(strategies)), tuple(dict.fromkeys(seeds)),
-                            metric, target, partitions, run, results_dir)
+                            metric, target, partitions, run, results_dir, variants)
     experiment.cells()  # validates every cell's run config now, before anything runs
     return experiment

@@ -17,7 +17,10 @@ from experiments.compare import DONE, cell_dir, is_complete  # noqa: E402
 from experiments.grid import Experiment  # noqa: E402
 
 RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "test_mse", "train_loss",
-               "selected_clients", "client_updates", "rejected_clients", "firing_rate", "seconds"]
+               "selected_clients", "client_updates", "rejected_clients", "firing_rate", "uplink_bytes",
+               "downlink_bytes", "energy_snn_j", "energy_ann_j", "seconds"]
+# per-cell totals over the run, averaged over seeds in the summary
+TOTALS = ["client_updates", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j"]
 TIMING_COLUMNS = ["wall_seconds_mean", "wall_seconds_std"]
 
 
@@ -48,7 +51,7 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"final_{m}": values[-1], f"last10_{m}": values[-10:].mean(),
             f"best_{m}": values.max() if experiment.higher_is_better else values.min(),
             "rounds_to_target": rounds_to_target(values, experiment.target, experiment.higher_is_better),
-            "client_updates": int(frame["client_updates"].sum()),
+            **{key: frame[key].sum() if key in frame else np.nan for key in TOTALS},
             "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
         })
     runs = pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame(columns=RUN_COLUMNS)
@@ -68,7 +71,8 @@ def summarise(cells: pd.DataFrame, metric: str = "accuracy", order: Sequence[str
         row["rounds_to_target_mean"] = reached.mean() if len(reached) else np.nan
         row["rounds_to_target_std"] = reached.std(ddof=0) if len(reached) else np.nan
         row["reached"] = f"{len(reached)}/{len(group)}"
-        row["client_updates_mean"] = group["client_updates"].mean()
+        for key in TOTALS:
+            row[f"{key}_mean"] = group[key].mean()
         row["wall_seconds_mean"] = group["wall_seconds"].mean()
         row["wall_seconds_std"] = group["wall_seconds"].std(ddof=0)
         rows.append(row)
@@ -146,6 +150,10 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str:
                                                                       summary["rounds_to_target_std"])],
         "reached": summary["reached"],
         "client updates": summary["client_updates_mean"].round().astype(int),
+        "uplink MB": (summary["uplink_bytes_mean"] / 1e6).round(2),
+        "downlink MB": (summary["downlink_bytes_mean"] / 1e6).round(2),
+        "energy SNN J": summary["energy_snn_j_mean"].round(3),
+        "energy ANN J": summary["energy_ann_j_mean"].round(3),
         "wall s": summary["wall_seconds_mean"].round(1),
     })
     return table.to_markdown(index=False)
@@ -176,15 +184,18 @@ def write_report(experiment: Experiment, command: str) -> Path:
         f"# {experiment.name}: client-selection strategies compared",
         "",
         f"Produced by `{command}`: {done} of {total} cells complete "
-        f"({len(experiment.strategies)} strategies x {len(experiment.partitions)} partition settings x "
-        f"{len(experiment.seeds)} seeds), dataset `{cfg.dataset}`, workload `{cfg.workload}`, "
+        f"({len(experiment.strategies)} strategies x {len(experiment.partitions)} partition settings, "
+        f"seeds per setting in the table), dataset `{cfg.dataset}`, workload `{cfg.workload}`, "
         f"{cfg.num_partitions} clients, {cfg.clients_per_round} aggregated per round, "
         f"{cfg.num_server_rounds} rounds, target {goal}.",
         "",
         "Mean ± std over seeds. *last10* is the mean over the last 10 rounds (the final round "
         "alone is noisy when the sampled clients change); *rounds to target* averages the seeds that reached the target "
         "(*reached*); *client updates* counts local trainings over the run (SFedCA trains a "
-        "candidate set larger than the aggregated set); *wall s* includes Ray's start-up.",
+        "candidate set larger than the aggregated set); *uplink / downlink MB* are the serialised "
+        "message contents over the run; *energy* is the clients' estimated energy of local training "
+        "and inference over the run (spiking: synaptic operations x 0.9 pJ; the same-shape ANN: MACs "
+        "x 4.6 pJ); *wall s* includes Ray's start-up.",
         "",
         markdown_table(summary, experiment.metric),
         "",

@@ -10,7 +10,7 @@ import torch
 from flwr.simulation import run_simulation
 
 from clients.app import app as client_app
-from data import load_split, partition_sizes
+from data import partition_sizes, split_of
 from models import get_workload
 from server.app import make_server_app
 from server.config import ConfigError, RunConfig, load_config
@@ -28,7 +28,7 @@ def resolve(overrides: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"num-gpus={cfg.num_gpus} but torch sees no GPU here; accepted: num-gpus=0")
     partition_sizes(cfg)
     workload = get_workload(cfg.workload)  # e.g. a dda-student checkpoint that cannot be read
-    workload.initial_model(cfg, load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed).spec)
+    workload.initial_model(cfg, split_of(cfg).spec)
     if cfg.resume:
         load_checkpoint(cfg)
     if not cfg.run_name:

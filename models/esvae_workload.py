@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from models.esvae import ESVAE
-from models.firing import firing_rates
 from models.workload import Data, Workload, torch_device
 
 if TYPE_CHECKING:
@@ -71,6 +70,5 @@ class ESVAEWorkload(Workload):
             squared += (model.reconstruct(xb, generator=generator) - xb).pow(2).flatten(1).mean(1).sum().item()
         return {"loss": squared / len(x), "mse": squared / len(x)}
 
-    def firing_rates(self, model: ESVAE, data: Data, cfg: RunConfig) -> dict[str, list[float]]:
-        x = torch.as_tensor(data[0], device=torch_device())
-        return firing_rates(model.encoder, x, cfg.timesteps)
+    def spiking_network(self, model: ESVAE) -> torch.nn.Module:
+        return model.encoder

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from models.energy import local_energy
+from models.firing import FiringStatistics, firing_statistics
+
 if TYPE_CHECKING:
     from data import DatasetSpec
     from server.config import RunConfig
@@ -38,6 +41,26 @@ class Workload:
         """Metrics of ``model`` on ``data`` (``loss`` and, where it applies, ``accuracy``)."""
         raise NotImplementedError
 
+    def spiking_network(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The part of ``model`` whose neurons the firing statistics read (default: all of it)."""
+        return model
+
+    def firing_statistics(self, model: torch.nn.Module, data: Data, cfg: RunConfig,
+                          num_classes: int = 0) -> FiringStatistics:
+        """Per spiking layer, the firing rates in [0, 1] on ``data``; with ``num_classes``,
+        also the class-wise firing intensity (SFedCA's `class` statistic)."""
+        device = torch_device()
+        x = torch.as_tensor(data[0], device=device)
+        labels = torch.as_tensor(data[1], device=device) if num_classes else None
+        return firing_statistics(self.spiking_network(model), x, cfg.timesteps, labels, num_classes)
+
     def firing_rates(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, list[float]]:
         """Per spiking layer, the firing rates in [0, 1] on ``data``."""
-        raise NotImplementedError
+        return self.firing_statistics(model, data, cfg).rates
+
+    def energy(self, model: torch.nn.Module, data: Data, cfg: RunConfig, train_samples: float,
+               inference_samples: float) -> dict[str, float]:
+        """Estimated joules (``energy-snn``, and ``energy-ann`` for the same-shape ANN) of
+        ``train_samples`` training and ``inference_samples`` inference samples on ``data``."""
+        x = torch.as_tensor(data[0], device=torch_device())
+        return local_energy(model, x, cfg.timesteps, train_samples, inference_samples)

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from data import load_split, partition_sizes
+from data import partition_sizes, split_of
 from models import get_workload
 from server.config import ConfigError, RunConfig, load_config
 from server.discovery import discover_clients
@@ -40,7 +40,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     returns the results directory."""
     torch.manual_seed(cfg.seed)
     workload = get_workload(cfg.workload)
-    split = load_split(cfg.dataset, cfg.data_dir, cfg.test_fraction, cfg.seed)
+    split = split_of(cfg)
     sizes = partition_sizes(cfg)  # fails early, with advice, if the split is impossible
     log(INFO, "%d partitions of %s, sizes %d..%d", len(sizes), cfg.dataset, min(sizes), max(sizes))
 
@@ -83,6 +83,8 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         student = ""
         if cfg.dda_distill_every and server_round % cfg.dda_distill_every == 0:
             student = distil_student(server_round, arrays)
+        previous = results.rows[-1] if results.rows else {}
+        energy = {f"energy_{kind}_j": record.energy[f"energy-{kind}"] for kind in ("snn", "ann")}
         results.append({
             "round": server_round,
             "strategy": cfg.strategy,
@@ -100,6 +102,10 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "student_accuracy": student,
             "train_loss": train.get("train-loss", ""),
             "firing_rate": metrics.get("firing-rate", ""),
+            "uplink_bytes": record.uplink_bytes,
+            "downlink_bytes": record.downlink_bytes,
+            **{k: f"{v:.6g}" for k, v in energy.items()},
+            **{f"{k}_cumulative": f"{float(previous.get(f'{k}_cumulative') or 0.0) + v:.6g}" for k, v in energy.items()},
             "seconds": round(time.perf_counter() - last, 3),
         })
         results.checkpoint(server_round, arrays, strategy.state_dict())

@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "dataset": "digits",
     "data-dir": "data-cache",
     "test-fraction": 0.2,
+    "image-size": 0,
+    "max-train-samples": 0,
+    "max-test-samples": 0,
     "partitioner": "dirichlet",
     "dirichlet-alpha": 0.5,
     "min-partition-size": 5,
@@ -48,11 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "oort-explore-fraction": 0.9,
     "oort-explore-decay": 0.98,
     "oort-explore-min": 0.2,
-    "sfedca-candidate-fraction": 0.5,
-    "sfedca-credit-distance": "l1",
-    "sfedca-credit-layers": "output",
-    "sfedca-credit-decay": 0.5,
-    "sfedca-explore-fraction": 0.3,
+    "sfedca-candidate-factor": 2.0,
+    "sfedca-statistic": "output",
+    "sfedca-rule": "balance",
     "esvae-latent-dim": 32,
     "esvae-mmd-lambda": 0.001,
     "esvae-mmd-kernel": "rbf",
@@ -76,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Keys the server adds to a message's config record (not run-config keys).
-MESSAGE_KEYS = {"server-round", "fault"}
+MESSAGE_KEYS = {"server-round", "fault", "two-phase"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,9 @@ class RunConfig:
     dataset: str
     data_dir: str
     test_fraction: float
+    image_size: int
+    max_train_samples: int
+    max_test_samples: int
     partitioner: str
     dirichlet_alpha: float
     min_partition_size: int
@@ -112,11 +116,9 @@ class RunConfig:
     oort_explore_fraction: float
     oort_explore_decay: float
     oort_explore_min: float
-    sfedca_candidate_fraction: float
-    sfedca_credit_distance: str
-    sfedca_credit_layers: str
-    sfedca_credit_decay: float
-    sfedca_explore_fraction: float
+    sfedca_candidate_factor: float
+    sfedca_statistic: str
+    sfedca_rule: str
     esvae_latent_dim: int
     esvae_mmd_lambda: float
     esvae_mmd_kernel: str
@@ -198,7 +200,7 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
     from models import WORKLOADS
     from models.mmd import KERNELS
     from strategies import STRATEGIES
-    from strategies.sfedca import CREDIT_DISTANCES, CREDIT_LAYERS
+    from strategies.sfedca import RULES, STATISTICS
 
     unknown = sorted(set(values) - set(DEFAULTS) - MESSAGE_KEYS)
     if unknown:
@@ -220,13 +222,11 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
     _check_range("num-gpus", cfg.num_gpus, 0, None, low_open=False)
     _check_range("num-cpus", cfg.num_cpus, 0, None, low_open=True)
     _check_range("poc-candidate-factor", cfg.poc_candidate_factor, 1, None, low_open=False)
-    for key in ("oort-explore-fraction", "oort-explore-decay", "oort-explore-min",
-                "sfedca-explore-fraction"):
+    for key in ("oort-explore-fraction", "oort-explore-decay", "oort-explore-min"):
         _check_range(key, merged[key], 0, 1, low_open=False)
-    _check_range("sfedca-candidate-fraction", cfg.sfedca_candidate_fraction, 0, 1, low_open=True)
-    _check_range("sfedca-credit-decay", cfg.sfedca_credit_decay, 0, 1, low_open=True)
-    _check_choice("sfedca-credit-distance", cfg.sfedca_credit_distance, list(CREDIT_DISTANCES))
-    _check_choice("sfedca-credit-layers", cfg.sfedca_credit_layers, list(CREDIT_LAYERS))
+    _check_range("sfedca-candidate-factor", cfg.sfedca_candidate_factor, 1, None, low_open=False)
+    _check_choice("sfedca-statistic", cfg.sfedca_statistic, list(STATISTICS))
+    _check_choice("sfedca-rule", cfg.sfedca_rule, list(RULES))
     _check_choice("esvae-mmd-kernel", cfg.esvae_mmd_kernel, list(KERNELS))
     _check_range("esvae-mmd-lambda", cfg.esvae_mmd_lambda, 0, None, low_open=False)
     _check_range("dda-strength", cfg.dda_strength, 0, 1, low_open=True)
@@ -242,7 +242,8 @@ def load_config(values: Mapping[str, Any]) -> RunConfig:
                 "dda-images", "dda-inversion-steps", "dda-denoiser-epochs", "dda-variants", "dda-distill-epochs",
                 "timesteps", "min-train-nodes", "classes-per-client", "shards-per-client"):
         _check_range(key, merged[key], 1, None, low_open=False)
-    _check_range("min-partition-size", cfg.min_partition_size, 0, None, low_open=False)
+    for key in ("min-partition-size", "image-size", "max-train-samples", "max-test-samples"):
+        _check_range(key, merged[key], 0, None, low_open=False)
     _check_range("round-timeout", cfg.round_timeout, 0, None, low_open=True)
     _check_range("min-valid-replies", cfg.min_valid_replies, 1, cfg.clients_per_round, low_open=False)
     for key in ("fault-crash", "fault-straggle", "fault-corrupt"):

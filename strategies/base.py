@@ -6,6 +6,13 @@ start, so a strategy chooses among clients with a seeded generator and a run rep
 exactly. Every train reply passes :func:`strategies.validation.check_train_reply`
 before a strategy scores or aggregates it; rejections are logged and counted by reason.
 The strategy's state (:attr:`SelectionStrategy.STATE`) goes into each round's checkpoint.
+
+A strategy with :attr:`SelectionStrategy.TWO_PHASE` runs each round in two phases: the
+clients it selected train and reply with their metrics only (the train config carries
+``two-phase = true``; the ClientApp keeps the trained weights in its node state), then
+the server asks the ones :meth:`SelectionStrategy.choose_aggregated` picked for their
+weights with a ``train.upload`` message. Bytes sent and received (the serialised
+content of every message) and the clients' energy estimates are counted per round.
 """
 
 from __future__ import annotations
@@ -19,13 +26,33 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
+from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from clients import faults
 from server.config import RunConfig
-from strategies.validation import Rejection, check_train_reply
+from strategies.validation import Rejection, check_statistics_reply, check_train_reply
+
+UPLOAD = f"{MessageType.TRAIN}.upload"  # second phase: a chosen client sends the weights it kept
+TWO_PHASE_KEY = "two-phase"  # train-config key: reply with metrics only, keep the weights
+ENERGY_KEYS = ("energy-snn", "energy-ann")  # joules a client estimates for its local work
+
+
+def message_bytes(messages: Iterable[Message]) -> int:
+    """Bytes of the ``messages``' content as Flower serialises it for the wire (protobuf);
+    a content shared by several messages (a broadcast) is serialised once and counted each time."""
+    sizes: dict[int, int] = {}
+    total = 0
+    for msg in messages:
+        if msg.has_error():
+            continue
+        key = id(msg.content)
+        if key not in sizes:
+            sizes[key] = recorddict_to_proto(msg.content).ByteSize()
+        total += sizes[key]
+    return total
 
 
 def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -59,6 +86,9 @@ class RoundRecord:
     injected: dict[int, str] = field(default_factory=dict)  # partition id -> fault injected
     client_updates: int = 0  # train replies received (a client trained), aggregated or not
     model_updated: bool = True  # False: too few valid replies, the global model stayed as it was
+    uplink_bytes: int = 0  # clients -> server, every message of the round
+    downlink_bytes: int = 0  # server -> clients
+    energy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ENERGY_KEYS, 0.0))  # of valid replies
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
 
@@ -108,6 +138,7 @@ class SelectionStrategy(FedAvg):
     """
 
     STATE: tuple[str, ...] = ()  # attributes that carry learned state across rounds (checkpointed)
+    TWO_PHASE = False  # True: selected clients reply with statistics; the chosen upload weights after
 
     @classmethod
     def from_config(cls, cfg: RunConfig, clients: dict[int, ClientInfo]) -> SelectionStrategy:
@@ -169,14 +200,29 @@ class SelectionStrategy(FedAvg):
         statistics on it (e.g. local loss), by partition id. Failed replies are logged."""
         messages = self._messages(self._global_arrays, self._config, chosen, MessageType.QUERY)
         out = {}
-        for reply in self._grid.send_and_receive(messages, timeout=self.reliability.round_timeout):
+        for reply in self.exchange(messages):
             client = self.clients[reply.metadata.src_node_id]
             if reply.has_error():
                 log(WARNING, "client %d did not answer the query: %s", client.partition_id,
                     reply.error.reason)
             else:
                 out[client.partition_id] = reply.content["info"]
+                self.add_energy(out[client.partition_id])
         return out
+
+    def exchange(self, messages: Iterable[Message]) -> list[Message]:
+        """Send ``messages`` and wait for the replies (up to the round timeout), counting bytes."""
+        messages = list(messages)
+        self.record.downlink_bytes += message_bytes(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=self.reliability.round_timeout))
+        self.record.uplink_bytes += message_bytes(replies)
+        return replies
+
+    def add_energy(self, metrics: Mapping[str, Any]) -> None:
+        for key in ENERGY_KEYS:
+            value = metrics.get(key, 0.0)
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                self.record.energy[key] += float(value)
 
     def available(self, grid: Grid) -> list[ClientInfo]:
         """Known clients whose nodes are connected, in partition-id order."""
@@ -213,30 +259,49 @@ class SelectionStrategy(FedAvg):
                                                  [c.partition_id for c in self._sent],
                                                  r.fault_crash, r.fault_straggle, r.fault_corrupt)
             log(INFO, "injected faults: %s", self.record.injected)
-        return self._messages(arrays, config, self._sent, MessageType.TRAIN, self.record.injected)
+        if self.TWO_PHASE:
+            config = ConfigRecord({**config, TWO_PHASE_KEY: True})
+        messages = list(self._messages(arrays, config, self._sent, MessageType.TRAIN, self.record.injected))
+        self.record.downlink_bytes += message_bytes(messages)
+        return messages
 
     def reject(self, client: ClientInfo, rejection: Rejection) -> None:
         self.record.rejected[client.partition_id] = rejection
         log(WARNING, "client %d (node %d) rejected (%s): %s", client.partition_id, client.node_id, *rejection)
 
-    def valid_train_replies(self, replies: Iterable[Message]) -> list[Message]:
-        """Replies that arrived in time, without error, and pass :func:`check_train_reply`,
-        in partition order; the others are recorded with their reason."""
+    def valid_train_replies(self, replies: Iterable[Message], expected: list[ClientInfo],
+                            weights: bool = True) -> list[Message]:
+        """Replies that arrived in time, without error, and pass :func:`check_train_reply`
+        (or :func:`check_statistics_reply` when they carry no ``weights``), in partition
+        order; the others, and ``expected`` clients that did not reply, are recorded with
+        their reason."""
         valid = []
         replied = set()
         for msg in sorted(replies, key=lambda m: self.clients[m.metadata.src_node_id].partition_id):
             client = self.clients[msg.metadata.src_node_id]
             replied.add(client.node_id)
-            rejection = (Rejection("error", msg.error.reason) if msg.has_error()
-                         else check_train_reply(msg.content, self._global_arrays))
+            if msg.has_error():
+                rejection = Rejection("error", msg.error.reason)
+            elif weights:
+                rejection = check_train_reply(msg.content, self._global_arrays)
+            else:
+                rejection = check_statistics_reply(msg.content)
             if rejection is None:
                 valid.append(msg)
             else:
                 self.reject(client, rejection)
-        for client in self._sent:
+        for client in expected:
             if client.node_id not in replied:
                 self.reject(client, Rejection("timeout", f"no reply within {self.reliability.round_timeout:g} s"))
         return valid
+
+    def collect_uploads(self, server_round: int, chosen: list[Message]) -> list[Message]:
+        """Second phase: ask the clients of ``chosen`` (first-phase replies) for the weights
+        they kept; their valid uploads. A client that fails now costs only its own update."""
+        clients = [self.clients[m.metadata.src_node_id] for m in chosen]
+        record = RecordDict({self.configrecord_key: ConfigRecord({"server-round": server_round})})
+        replies = self.exchange(self._construct_messages(record, [c.node_id for c in clients], UPLOAD))
+        return self.valid_train_replies(replies, clients)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -245,7 +310,13 @@ class SelectionStrategy(FedAvg):
         server_round += self.round_offset
         replies = list(replies)
         self.record.client_updates = len(replies)
-        valid = self.choose_aggregated(server_round, self.valid_train_replies(replies))
+        self.record.uplink_bytes += message_bytes(replies)
+        trained = self.valid_train_replies(replies, self._sent, weights=not self.TWO_PHASE)
+        for msg in trained:
+            self.add_energy(reply_metrics(msg))
+        valid = self.choose_aggregated(server_round, trained)
+        if self.TWO_PHASE and valid:
+            valid = self.collect_uploads(server_round, valid)
         if len(valid) < self.reliability.min_valid_replies:
             log(WARNING, "round %d: %d valid replies, fewer than min-valid-replies=%d: the global "
                 "model stays as it was", server_round, len(valid), self.reliability.min_valid_replies)
@@ -284,10 +355,13 @@ class SelectionStrategy(FedAvg):
         size = max(int(len(candidates) * self.fraction_evaluate), 1)
         chosen = self.sample(self.round_rng(server_round, "evaluate"), candidates, size)
         config["server-round"] = server_round
-        return self._messages(arrays, config, chosen, MessageType.EVALUATE)
+        messages = list(self._messages(arrays, config, chosen, MessageType.EVALUATE))
+        self.record.downlink_bytes += message_bytes(messages)
+        return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset
         ordered = sorted(replies, key=lambda m: self.clients[m.metadata.src_node_id].partition_id)
+        self.record.uplink_bytes += message_bytes(ordered)
         self.record.evaluate_metrics = super().aggregate_evaluate(server_round, ordered)
         return self.record.evaluate_metrics

@@ -8,10 +8,13 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 FIRING_BEFORE = "firing-before/"
 FIRING_AFTER = "firing-after/"
+CLASS_BEFORE = "class-intensity-before"
+CLASS_AFTER = "class-intensity-after"
+RATES = (FIRING_BEFORE, FIRING_AFTER, CLASS_BEFORE, CLASS_AFTER)  # metrics that must lie in [0, 1]
 
 # Why a selected client's update was not aggregated. The first two come from the
 # transport (the ClientApp raised; no reply within round-timeout), the rest from the check.
@@ -40,6 +43,18 @@ def check_train_reply(content: RecordDict, reference: ArrayRecord) -> Rejection 
         values = arrays[key].numpy()
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             return Rejection("non-finite", f"array {key!r} holds non-finite values")
+    return check_metrics(metrics)
+
+
+def check_statistics_reply(content: RecordDict) -> Rejection | None:
+    """Why the first-phase reply of a two-phase round (statistics, no weights) cannot be used."""
+    if len(content.array_records) != 0 or len(content.metric_records) != 1:
+        return Rejection("records", "expected one MetricRecord and no ArrayRecord (statistics only)")
+    return check_metrics(next(iter(content.metric_records.values())))
+
+
+def check_metrics(metrics: MetricRecord) -> Rejection | None:
+    """A positive integer num-examples, finite metrics, rates in [0, 1]."""
     examples = metrics.get("num-examples")
     if not isinstance(examples, int) or isinstance(examples, bool) or examples <= 0:
         return Rejection("num-examples", f"num-examples={examples!r} is not a positive integer")
@@ -47,6 +62,6 @@ def check_train_reply(content: RecordDict, reference: ArrayRecord) -> Rejection 
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             return Rejection("metric", f"metric {key!r} is not finite")
-        if key.startswith((FIRING_BEFORE, FIRING_AFTER)) and not all(0 <= v <= 1 for v in values):
+        if key.startswith(RATES) and not all(0 <= v <= 1 for v in values):
             return Rejection("firing-rate", f"firing rate {key!r} outside [0, 1]")
     return None

@@ -110,7 +110,7 @@ BAD_COMMANDS = [
     (["run", "--set", "strategy=best"], "strategy='best' is unknown; accepted:"),
     (["run", "--set", "workload=gan"], "workload='gan' is unknown; accepted:"),
     (["run", "--set", "dataset=imagenet"], "dataset='imagenet' is unknown; accepted:"),
-    (["run", "--set", "dataset=mnist", "--set", "data-dir=/nonexistent"], "no readable MNIST files under data-dir="),
+    (["run", "--set", "dataset=mnist", "--set", "data-dir=/nonexistent"], "no MNIST IDX files"),
     (["run", "--set", "workload=dda", "--set", "dda-student=/nonexistent/student.pt"], "/nonexistent/student.pt"),
     (["run", "--set", "resume=/nonexistent/run"], "resume='/nonexistent/run' holds no checkpoint.pt"),
     (["run", "--set", "noequals"], "--set 'noequals' is not key=value"),

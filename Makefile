@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 # torch is installed first, pinned, so pip takes the build already on disk where there is one.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench install clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test bench install clean fashion-mnist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +17,20 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed fashion-mnist
+
+# dataset=fashion-mnist reads Debian's dataset-fashion-mnist (the original IDX files): installed
+# here when missing and apt is usable as root; otherwise a note says how (digits needs nothing).
+fashion-mnist:
+	@if [ ! -d $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || \
+	      echo "note: apt-get could not install dataset-fashion-mnist; dataset=fashion-mnist needs its files"; \
+	  else \
+	    echo "note: dataset=fashion-mnist needs Debian's dataset-fashion-mnist (as root: apt-get install dataset-fashion-mnist)"; \
+	  fi; \
+	fi
 
 demo: install
 	$(BIN)/spikefed run

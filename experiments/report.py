@@ -72,7 +72,7 @@ def summarise(cells: pd.DataFrame, metric: str = "accuracy", order: Sequence[str
         row["rounds_to_target_std"] = reached.std(ddof=0) if len(reached) else np.nan
         row["reached"] = f"{len(reached)}/{len(group)}"
         for key in TOTALS:
-            row[f"{key}_mean"] = group[key].mean()
+            row[f"{key}_mean"] = group[key].mean() if key in group else np.nan
         row["wall_seconds_mean"] = group["wall_seconds"].mean()
         row["wall_seconds_std"] = group["wall_seconds"].std(ddof=0)
         rows.append(row)

@@ -97,15 +97,14 @@ def balanced_subset(statistics: np.ndarray, weights: np.ndarray, k: int) -> list
         subsets = np.array(list(combinations(range(m), k)))
         combined = p[subsets].sum(1) / w[subsets].sum(1, keepdims=True)
         return subsets[int(np.argmin(imbalance(combined)))].tolist()
-    chosen: list[int] = []
+    left = np.ones(m, dtype=bool)
     total, mass = np.zeros(p.shape[1]), 0.0
     for _ in range(k):
-        rest = np.array([i for i in range(m) if i not in chosen])
-        scores = imbalance((total + p[rest]) / (mass + w[rest])[:, None])
-        best = int(rest[int(np.argmin(scores))])
-        chosen.append(best)
+        rest = np.flatnonzero(left)
+        best = int(rest[int(np.argmin(imbalance((total + p[rest]) / (mass + w[rest])[:, None])))])
+        left[best] = False
         total, mass = total + p[best], mass + w[best]
-    return sorted(chosen)
+    return np.flatnonzero(~left).tolist()
 
 
 class SFedCA(SelectionStrategy):

@@ -57,7 +57,37 @@ def test_summary_averages_over_seeds_and_leaves_unreached_targets_blank():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_experiment_files_are_valid(path):
     experiment = load_experiment(path)
-    assert len(experiment.cells()) == len(experiment.strategies) * len(experiment.partitions) * len(experiment.seeds)
+    seeds = sum(len(keys.get("seeds", experiment.seeds)) for keys in experiment.partitions.values())
+    assert len(experiment.cells()) == len(experiment.strategies) * seeds
+
+
+def test_variants_and_per_setting_seeds(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text("""
+strategies = ["random", "sfedca-top"]
+seeds = [0, 1]
+[run]
+num-partitions = 10
+[variants.sfedca-top]
+strategy = "sfedca"
+sfedca-rule = "top-credit"
+sfedca-statistic = "class"
+[partitions.a]
+partitioner = "iid"
+seeds = [5, 6, 7]
+[partitions.b]
+partitioner = "iid"
+""")
+    cells = load_experiment(path).cells()
+    assert [(c.strategy, c.partition, c.seed) for c in cells][:3] == [("random", "a", 5), ("sfedca-top", "a", 5),
+                                                                    ("random", "a", 6)]
+    assert len(cells) == 2 * 3 + 2 * 2
+    top = next(c for c in cells if c.strategy == "sfedca-top")
+    assert (top.config.strategy, top.config.sfedca_rule, top.config.sfedca_statistic) == ("sfedca", "top-credit", "class")
+    assert top.id == "sfedca-top_a_seed5" and top.config.run_name == top.id
+    path.write_text(path.read_text().replace('strategy = "sfedca"', 'strategy = "nope"'))
+    with pytest.raises(ConfigError, match=r"\[variants.sfedca-top\] must set strategy"):
+        load_experiment(path)
 
 
 def test_digits_noniid_covers_every_strategy_and_the_four_partition_settings():

@@ -1,6 +1,7 @@
 """MNIST, Fashion-MNIST and CIFAR-10 load through the real torchvision readers from
 small files written here in the published formats (no download is possible here)."""
 
+import gzip
 import pickle
 import struct
 
@@ -60,3 +61,62 @@ def test_missing_files_give_a_clear_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         DATASETS["mnist"](str(tmp_path), 0.2, 0)
     assert "MNIST" in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def write_gz_idx(folder, n_train=40, n_test=20):
+    """The layout Debian's dataset-fashion-mnist installs: gzipped IDX files in one folder."""
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        for stem, array in ((f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28))),
+                            (f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)):
+            write_idx(folder / stem, array)
+            (folder / f"{stem}.gz").write_bytes(gzip.compress((folder / stem).read_bytes()))
+            (folder / stem).unlink()
+
+
+def test_fashion_mnist_reads_the_gzipped_files_of_the_debian_package(tmp_path, monkeypatch):
+    import data.sources as sources
+
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    write_gz_idx(system)
+    monkeypatch.setitem(DATASETS, "fashion-mnist", sources._mnist_like("FashionMNIST", system))
+    split = DATASETS["fashion-mnist"](str(tmp_path / "empty-data-dir"), 0.2, 0)
+    assert split.x_train.shape == (40, 1, 28, 28) and split.x_test.shape == (20, 1, 28, 28)
+    assert list(split.y_test[:11]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    # the pixels are the file's bytes / 255
+    raw = sources.read_idx(system / "train-images-idx3-ubyte.gz")
+    np.testing.assert_allclose(split.x_train[:, 0], raw / 255.0, rtol=1e-6)
+
+
+def test_a_split_can_be_resized_and_cut_to_a_stratified_subset(tmp_path, monkeypatch):
+    import data.sources as sources
+
+    write_gz_idx(tmp_path / "fmnist", n_train=100, n_test=50)
+    monkeypatch.setitem(DATASETS, "fashion-mnist", sources._mnist_like("FashionMNIST", tmp_path / "fmnist"))
+    full = sources.load_split("fashion-mnist", str(tmp_path), 0.2, 0)
+    small = sources.load_split("fashion-mnist", str(tmp_path), 0.2, 0, image_size=14, max_train=30, max_test=20)
+    assert small.x_train.shape == (30, 1, 14, 14) and small.x_test.shape == (20, 1, 14, 14)
+    assert small.spec.size == 14 and full.spec.size == 28
+    assert np.bincount(small.y_train, minlength=10).tolist() == [3] * 10  # 10 per class -> 3 per class
+    # area resizing: each 14x14 pixel is the mean of a 2x2 block of the 28x28 image
+    first = full.x_train[np.flatnonzero(full.y_train == small.y_train[0])]
+    blocks = first[:, 0].reshape(len(first), 14, 2, 14, 2).mean((2, 4))
+    assert np.isclose(blocks, small.x_train[0, 0], atol=1e-6).all(axis=(1, 2)).any()
+
+
+def test_a_file_that_is_not_idx_gives_one_line(tmp_path):
+    folder = tmp_path / "FashionMNIST" / "raw"
+    write_gz_idx(folder)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"<html>not found</html>"))
+    with pytest.raises(ConfigError) as err:
+        DATASETS["fashion-mnist"](str(tmp_path), 0.2, 0)
+    assert "not an IDX file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
+    import data.sources as sources
+
+    monkeypatch.setitem(DATASETS, "fashion-mnist", sources._mnist_like("FashionMNIST", tmp_path / "absent"))
+    with pytest.raises(ConfigError) as err:
+        DATASETS["fashion-mnist"](str(tmp_path), 0.2, 0)
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)

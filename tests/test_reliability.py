@@ -92,6 +92,17 @@ def test_the_validator_rejects_every_malformed_reply_and_passes_a_good_one():
         assert rejection is not None and rejection.reason in REASONS
 
 
+class UploadGrid:
+    """The transport of a two-phase round's second phase in a unit test: every upload
+    request is answered by ``answer(node_id)``; the strategy and validator are the real ones."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def send_and_receive(self, messages, timeout=None):
+        return [self.answer(m.metadata.dst_node_id) for m in messages]
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_no_strategy_aggregates_a_malformed_reply(name, monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
@@ -110,6 +121,9 @@ def test_no_strategy_aggregates_a_malformed_reply(name, monkeypatch):
     replies = [reply(1000 + i, c) for i, c in enumerate(contents)]
     replies.append(Message(Error(code=0, reason="the ClientApp raised"),
                            reply_to=Message(RecordDict(), dst_node_id=1000 + len(contents), message_type="train")))
+    # A two-phase strategy's first phase takes statistics only: every reply above carrying
+    # weights is malformed there; the one metrics-only reply is chosen and then uploads junk.
+    strategy._grid = UploadGrid(lambda node_id: reply(node_id, contents[-1]))
     arrays, metrics = strategy.aggregate_train(1, replies)  # the last client never answered
     assert arrays is None and metrics is None and not strategy.record.model_updated
     assert strategy.record.selected == []

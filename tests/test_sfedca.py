@@ -1,105 +1,138 @@
-"""SFedCA: the credit formula on hand-computed vectors and the selection rule."""
+"""SFedCA: the paper's credit, the balance and top-credit rules on constructed statistics,
+random candidates, and the class-wise firing intensity on a real spiking network."""
 
 import logging
 
+import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Message, MessageType, Metadata, MetricRecord, RecordDict
 
+from data import load_split
+from models.classify import recalibrate_batchnorm
+from models.firing import firing_statistics
+from models.spiking_cnn import SpikingCNN
 from strategies.base import ClientInfo, firing_metrics
-from strategies.validation import FIRING_AFTER, FIRING_BEFORE
-from strategies.sfedca import SFedCA, credits
-
-BEFORE, AFTER = [0.1, 0.2, 0.7], [0.3, 0.2, 0.5]
+from strategies.sfedca import SFedCA, balanced_subset, credits, imbalance, profiles
+from strategies.validation import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE
 
 
-@pytest.mark.parametrize("distance, expected", [
-    ("l1", 0.4),            # |0.2| + 0 + |-0.2|
-    ("l2", 0.282843),       # sqrt(0.04 + 0.04)
-    ("cosine", 0.072828),   # 1 - 0.42 / (sqrt(0.54) * sqrt(0.38))
-    ("kl", 0.161348),       # 0.3 ln(0.3/0.1) + 0.2 ln 1 + 0.5 ln(0.5/0.7)
-])
-def test_credit_by_hand(distance, expected):
-    assert credits(BEFORE, AFTER, distance)[0] == pytest.approx(expected, abs=1e-5)
-    assert credits(BEFORE, BEFORE, distance)[0] == pytest.approx(0.0, abs=1e-9)
+def test_credit_is_the_l1_change_summed_over_classes():
+    assert credits([0.1, 0.2, 0.7], [0.3, 0.2, 0.5])[0] == pytest.approx(0.4)
+    assert credits([[0.0, 0.0], [0.5, 0.5]], [[0.0, 0.5], [0.5, 0.5]]).tolist() == pytest.approx([0.5, 0.0])
 
 
-def test_credit_of_a_layer_that_starts_firing():
-    assert credits([0.0, 0.0], [0.0, 0.5], "cosine")[0] == 1.0
-    assert credits([0.0, 0.0], [0.0, 0.0], "cosine")[0] == 0.0
-
-
-def test_layer_order_survives_sorted_keys():
-    rates = {f"net.lif{i}": [i / 20] for i in range(12)} | {"net.out": [0.9, 0.1]}
-    metrics = MetricRecord(dict(sorted(firing_metrics(FIRING_AFTER, rates).items())))
-    layers = [metrics[k] for k in sorted(metrics)]
-    assert layers[-1] == [0.9, 0.1] and layers[0] == [0.0] and len(layers) == 13
+def test_profiles_sum_to_one_and_a_silent_client_is_neutral():
+    np.testing.assert_allclose(profiles([[2.0, 2.0, 0.0], [0.0, 0.0, 0.0]]), [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    assert imbalance(np.array([0.25, 0.25, 0.25, 0.25])) == pytest.approx(0.0)
 
 
 def make_clients(n):
     return {100 + i: ClientInfo(100 + i, i, 10) for i in range(n)}
 
 
-def train_reply(node, before, after, rates=True):
-    """A train reply as the server receives it from ``node``."""
+def reply(node, before, after, examples=10, statistic="output", rates=True):
+    """A first-phase (statistics only) reply as the server receives it from ``node``."""
     metadata = Metadata(run_id=1, message_id="", src_node_id=node, dst_node_id=0,
                         reply_to_message_id="m", group_id="", created_at=0.0, ttl=60.0,
                         message_type=MessageType.TRAIN)
-    metrics = {"num-examples": 10}
-    if rates:
+    metrics = {"num-examples": examples}
+    if rates and statistic == "output":
         metrics |= firing_metrics(FIRING_BEFORE, {"hidden": [0.5], "out": before})
         metrics |= firing_metrics(FIRING_AFTER, {"hidden": [0.5], "out": after})
-    content = RecordDict({"arrays": ArrayRecord({"w": torch.zeros(1)}), "metrics": MetricRecord(metrics)})
-    return Message(content=content, metadata=metadata)
+    elif rates:
+        metrics |= {CLASS_BEFORE: before, CLASS_AFTER: after}
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), metadata=metadata)
 
 
-def test_the_candidates_whose_firing_changed_most_are_aggregated(caplog):
-    clients = make_clients(5)
-    sfedca = SFedCA(clients, clients_per_round=2, seed=0, credit_decay=0.5)
-    replies = [
-        train_reply(100, [0.1, 0.1], [0.1, 0.2]),  # credit 0.1
-        train_reply(101, [0.1, 0.1], [0.6, 0.1]),  # credit 0.5
-        train_reply(102, [0.1, 0.1], [0.1, 0.1]),  # credit 0
-        train_reply(103, [0.5, 0.5], [0.2, 0.5]),  # credit 0.3
-        train_reply(104, [0.0, 0.0], [0.0, 0.0], rates=False),
-    ]
-    with caplog.at_level(logging.ERROR):
-        chosen = sfedca.choose_aggregated(1, replies)
-    assert [clients[m.metadata.src_node_id].partition_id for m in chosen] == [1, 3]
-    assert sfedca.record.scores == pytest.approx({0: 0.1, 1: 0.5, 2: 0.0, 3: 0.3})
-    assert 4 not in sfedca.credits  # missing statistics are not a zero credit
-    assert "firing-before/" in caplog.text and "client 4" in caplog.text
-    # credits persist as a moving average: 0.5 * 0.5 + 0.5 * 0.1 for client 1 next round
-    sfedca.choose_aggregated(2, [train_reply(101, [0.1, 0.1], [0.2, 0.1])])
-    assert sfedca.credits[1] == pytest.approx(0.3) and sfedca.last_seen[1] == 2
+def chosen_ids(clients, messages):
+    return [clients[m.metadata.src_node_id].partition_id for m in messages]
+
+
+# Four candidates after local training under label skew: clients 0 and 1 learned class 0
+# hard (large change: the highest credits), clients 2 and 3 one class each, 1 and 2.
+SKEWED = [
+    ([0.0, 0.0, 0.0], [0.9, 0.0, 0.0]),  # credit 0.9
+    ([0.0, 0.0, 0.0], [0.95, 0.0, 0.0]),  # credit 0.95
+    ([0.1, 0.1, 0.1], [0.1, 0.5, 0.1]),  # credit 0.4
+    ([0.1, 0.1, 0.1], [0.1, 0.1, 0.4]),  # credit 0.3
+]
+
+
+@pytest.mark.parametrize("statistic", ["output", "class"])
+def test_balance_picks_the_covering_subset_that_top_credit_misses(statistic):
+    clients = make_clients(4)
+    replies = [reply(100 + i, b, a, statistic=statistic) for i, (b, a) in enumerate(SKEWED)]
+    balance = SFedCA(clients, clients_per_round=3, seed=0, statistic=statistic, rule="balance")
+    top = SFedCA(clients, clients_per_round=3, seed=0, statistic=statistic, rule="top-credit")
+    # balance: one class-0 client with the class-1 and class-2 clients covers all three classes
+    # (0 and 1 give the same profile: the first subset wins the tie)
+    assert chosen_ids(clients, balance.choose_aggregated(1, replies)) == [0, 2, 3]
+    # top credit: the three largest changes, two of which learned the same class
+    assert chosen_ids(clients, top.choose_aggregated(1, replies)) == [0, 1, 2]
+    assert balance.record.scores == pytest.approx({0: 0.9, 1: 0.95, 2: 0.4, 3: 0.3})
+
+
+def test_balance_weights_clients_by_their_examples():
+    # classes 0, 1, 1, 0: with equal sizes the first class-0 / class-1 pair balances; when
+    # client 0 holds ten times the examples, pairing it is skewed and the small class-0 client is taken
+    stats = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    assert balanced_subset(stats, np.array([10, 10, 10, 10]), 2) == [0, 1]
+    assert balanced_subset(stats, np.array([100, 10, 10, 10]), 2) == [1, 3]
+
+
+def test_greedy_balance_for_many_candidates_still_covers_the_classes(monkeypatch):
+    import strategies.sfedca as sfedca
+
+    monkeypatch.setattr(sfedca, "EXACT_SUBSETS", 1)  # force the greedy path
+    labels = [0] * 30 + [1, 2, 3, 4, 1, 2, 3, 4, 1, 2]  # 40 one-class clients, most of class 0
+    stats = np.eye(5)[labels]
+    picked = balanced_subset(stats, np.ones(40), 5)
+    assert sorted(stats[picked].argmax(1).tolist()) == [0, 1, 2, 3, 4]
 
 
 def test_ties_in_credit_go_to_the_lower_partition_id():
     clients = make_clients(3)
-    sfedca = SFedCA(clients, clients_per_round=1, seed=0)
-    replies = [train_reply(102, [0.1], [0.3]), train_reply(101, [0.3], [0.1])]
-    chosen = sfedca.choose_aggregated(1, replies)
-    assert [clients[m.metadata.src_node_id].partition_id for m in chosen] == [1]
+    sfedca = SFedCA(clients, clients_per_round=1, seed=0, rule="top-credit")
+    replies = [reply(102, [0.1], [0.3]), reply(101, [0.3], [0.1])]
+    assert chosen_ids(clients, sfedca.choose_aggregated(1, replies)) == [1]
 
 
-def test_candidates_are_high_credit_clients_plus_unseen_ones():
-    clients = make_clients(10)
+def test_missing_or_misshapen_statistics_are_left_out_and_said(caplog):
+    clients = make_clients(4)
+    sfedca = SFedCA(clients, clients_per_round=2, seed=0, rule="top-credit")
+    replies = [reply(100, [0.1, 0.1], [0.1, 0.2]), reply(101, [0.1, 0.1], [0.6, 0.1]),
+               reply(102, [0.0], [0.0], rates=False), reply(103, [0.0, 0.0, 0.0], [0.9, 0.9, 0.9])]
+    with caplog.at_level(logging.ERROR):
+        chosen = sfedca.choose_aggregated(1, replies)
+    assert chosen_ids(clients, chosen) == [0, 1]
+    assert "firing-before/" in caplog.text and "client 2" in caplog.text
+    assert sfedca.record.rejected[3].reason == "firing-rate" and 2 not in sfedca.record.scores
+
+
+def test_candidates_are_random_seeded_and_factor_times_k():
+    clients = make_clients(20)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)
-    sfedca = SFedCA(clients, clients_per_round=2, seed=0, candidate_fraction=0.4, explore_fraction=0.25)
-    assert len(sfedca.select(1, pool)) == 4  # nothing seen yet: 4 drawn at random
-    sfedca.credits = {0: 0.9, 1: 0.1, 2: 0.8, 3: 0.7, 4: 0.2, 5: 0.05}
-    sfedca.last_seen = {0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
-    chosen = [c.partition_id for c in sfedca.select(2, pool)]
-    # 3 exploit slots: clients 0, 2, 3; 1 exploration slot: an unseen client (6..9)
-    assert chosen[:3] == [0, 2, 3] and chosen[3] in (6, 7, 8, 9) and len(chosen) == 4
-    # every client seen: the exploration slot goes to the one heard from longest ago
-    sfedca.credits |= {6: 0.0, 7: 0.0, 8: 0.0, 9: 0.0}
-    sfedca.last_seen |= {6: 2, 7: 2, 8: 2, 9: 2, 4: 0}
-    assert [c.partition_id for c in sfedca.select(3, pool)] == [0, 2, 3, 4]
+    a = SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=2.0).select(1, pool)
+    b = SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=2.0).select(1, pool)
+    c = SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=2.0).select(2, pool)
+    assert a == b and len(a) == 6 and a != c
+    assert len(SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=1.5).select(1, pool)) == 5
+    assert len(SFedCA(clients, clients_per_round=3, seed=1).select(1, pool[:4])) == 4  # fewer connected
 
 
-def test_fewer_connected_clients_than_candidates():
-    clients = make_clients(10)
-    pool = sorted(clients.values(), key=lambda c: c.partition_id)[:3]
-    sfedca = SFedCA(clients, clients_per_round=2, seed=0, candidate_fraction=0.5)
-    assert [c.partition_id for c in sfedca.select(1, pool)] == [0, 1, 2]
+def test_class_wise_firing_intensity_is_the_network_rate_on_each_class():
+    split = load_split("digits", "data-cache", 0.2, 0)
+    torch.manual_seed(0)
+    model = SpikingCNN(1, 8, 10, timesteps=4)
+    x, y = torch.as_tensor(split.x_train[:120]), torch.as_tensor(split.y_train[:120])
+    recalibrate_batchnorm(model, x)  # BatchNorm on the data's statistics: the untrained network fires
+    keep = y != 3  # class 3 absent from this client
+    stats = firing_statistics(model, x[keep], 4, y[keep], 10, batch_size=1000)
+    assert len(stats.class_intensity) == 10 and stats.class_intensity[3] == 0.0
+    assert all(v > 0 for c, v in enumerate(stats.class_intensity) if c != 3)
+    # class 5 alone: the network-wide rate is the neuron-weighted mean of the layers' rates
+    only = firing_statistics(model, x[y == 5], 4, batch_size=1000)
+    neurons = {"net.lif1": 16 * 8 * 8, "net.lif2": 32 * 4 * 4, "net.lif_out": 10}
+    network = sum(np.mean(only.rates[k]) * n for k, n in neurons.items()) / sum(neurons.values())
+    assert stats.class_intensity[5] == pytest.approx(network, rel=1e-4)

@@ -61,7 +61,7 @@ def test_flwr_run_uses_the_same_app(tmp_path):
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     results = tmp_path / "results"
     run_config = (f"strategy='sfedca' num-server-rounds=2 num-partitions=3 fraction-train=0.34 min-train-nodes=1 "
-                  f"sfedca-candidate-fraction=0.67 run-name='flwr' results-dir='{results}'")
+                  f"sfedca-rule='top-credit' sfedca-statistic='class' run-name='flwr' results-dir='{results}'")
     try:
         proc = subprocess.run(
             [str(BIN / "flwr"), "run", ".", "--run-config", run_config,
@@ -76,9 +76,12 @@ def test_flwr_run_uses_the_same_app(tmp_path):
     assert len(rows) == 2
     for row in rows:  # 2 candidates train, the one with the higher credit is aggregated
         scores = dict(pair.split(":") for pair in row["scores"].split())
-        assert len(scores) == 2
+        assert len(scores) == 2 and all(float(v) > 0 for v in scores.values())
         best = max(scores, key=lambda pid: (float(scores[pid]), -int(pid)))
         assert row["selected_clients"] == best
+        # two phases: 2 models down, 2 statistics replies and 1 model up
+        model = int(row["downlink_bytes"]) / 2
+        assert model < int(row["uplink_bytes"]) < 1.3 * model
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -92,3 +95,16 @@ def test_every_strategy_runs_end_to_end_and_records_its_selection(strategy, tmp_
         chosen = row["selected_clients"].split()
         assert 1 <= len(chosen) <= 2 and set(chosen) <= {str(i) for i in range(6)}
         assert math.isfinite(float(row["test_accuracy"]))
+        assert int(row["uplink_bytes"]) > 0 and int(row["downlink_bytes"]) > 0
+        # spiking energy below the same-shape ANN's: sparse accumulates against MACs
+        assert 0 < float(row["energy_snn_j"]) < float(row["energy_ann_j"])
+    assert float(rows[1]["energy_snn_j_cumulative"]) == pytest.approx(
+        float(rows[0]["energy_snn_j"]) + float(rows[1]["energy_snn_j"]), rel=1e-4)
+    if strategy == "sfedca":  # two phases: 4 candidates train, 2 upload their weights
+        for row in rows:
+            model = int(row["downlink_bytes"]) / 4
+            assert row["client_updates"] == "4" and len(row["selected_clients"].split()) == 2
+            assert 2 * model < int(row["uplink_bytes"]) < 2.5 * model
+    elif strategy != "power-of-choice":  # one phase: every trained client uploads (PoC also sends queries)
+        for row in rows:
+            assert int(row["uplink_bytes"]) > int(row["downlink_bytes"]) * 0.9

@@ -2,7 +2,7 @@
 
 The file has four top-level keys and two tables::
 
-    name = "digits_noniid"          # results go to <results-dir>/<name>/ (default: file stem)
+    name = "sfedca_digits"          # results go to <results-dir>/<name>/ (default: file stem)
     strategies = ["all"]            # names from the registry, or "all"
     seeds = [0, 1, 2]
     metric = "accuracy"             # what is compared: accuracy (higher is better), mse or loss (lower)

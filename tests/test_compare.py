@@ -14,7 +14,6 @@ import pytest
 from experiments.grid import load_experiment
 from experiments.report import TIMING_COLUMNS, rounds_to_target, summarise
 from server.config import ConfigError
-from strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "configs" / "smoke.toml"
@@ -90,14 +89,18 @@ partitioner = "iid"
         load_experiment(path)
 
 
-def test_digits_noniid_covers_every_strategy_and_the_four_partition_settings():
-    experiment = load_experiment(ROOT / "experiments" / "configs" / "digits_noniid.toml")
-    assert set(experiment.strategies) == set(STRATEGIES)
-    assert len(experiment.seeds) == 3
-    cfgs = {cell.partition: cell.config for cell in experiment.cells()}
-    assert {(c.partitioner, c.dirichlet_alpha if c.partitioner == "dirichlet" else None) for c in cfgs.values()} == {
-        ("dirichlet", 0.1), ("dirichlet", 0.5), ("pathological", None), ("iid", None)}
-    assert all(c.num_partitions == 50 and c.clients_per_round == 10 for c in cfgs.values())
+def test_sfedca_grids_cover_the_issue_13_settings():
+    """Each SFedCA rule against random, PoC and Oort (clustered on digits); 5 seeds at Dirichlet 0.1."""
+    for name, partitions in (("sfedca_digits", {"dirichlet-0.1", "dirichlet-0.5", "pathological-2"}),
+                             ("sfedca_fmnist", {"dirichlet-0.1", "pathological-2"})):
+        experiment = load_experiment(ROOT / "experiments" / "configs" / f"{name}.toml")
+        rules = {(c.config.strategy, c.config.sfedca_rule) for c in experiment.cells() if c.config.strategy == "sfedca"}
+        assert rules == {("sfedca", "balance"), ("sfedca", "top-credit")}
+        assert {"random", "power-of-choice", "oort"} <= {c.config.strategy for c in experiment.cells()}
+        assert set(experiment.partitions) == partitions
+        seeds = {p: {c.seed for c in experiment.cells() if c.partition == p} for p in partitions}
+        assert len(seeds["dirichlet-0.1"]) == 5 and all(len(s) == 3 for p, s in seeds.items() if p != "dirichlet-0.1")
+        assert all(c.config.num_partitions == 50 and c.config.clients_per_round == 5 for c in experiment.cells())
 
 
 def test_set_overrides_the_file(tmp_path):

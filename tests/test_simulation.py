@@ -104,6 +104,8 @@ def test_every_strategy_runs_end_to_end_and_records_its_selection(strategy, tmp_
         for row in rows:
             model = int(row["downlink_bytes"]) / 4
             assert row["client_updates"] == "4" and len(row["selected_clients"].split()) == 2
+            scored = {pair.split(":")[0] for pair in row["scores"].split()}
+            assert len(scored) == 4 and set(row["selected_clients"].split()) <= scored
             assert 2 * model < int(row["uplink_bytes"]) < 2.5 * model
     elif strategy != "power-of-choice":  # one phase: every trained client uploads (PoC also sends queries)
         for row in rows:

@@ -41,6 +41,7 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         directory = cell_dir(cell)
         frame = pd.read_csv(directory / "rounds.csv", dtype={"selected_clients": str, "rejected_clients": str})
+        frame["strategy"] = cell.strategy  # the grid's label: a variant's, not its registry name
         frame.insert(1, "partition", cell.partition)
         frame.insert(2, "seed", cell.seed)
         rounds.append(frame.reindex(columns=RUN_COLUMNS))
@@ -119,6 +120,7 @@ def plot_curves(runs: pd.DataFrame, column: str, partition: str, strategies: Seq
 def plot_rounds_to_target(summary: pd.DataFrame, goal: str, strategies: Sequence[str], path: Path) -> None:
     """Grouped bars: rounds to reach the target per partition and strategy; 'never' when no seed did."""
     partitions = list(dict.fromkeys(summary["partition"]))
+    strategies = [s for s in strategies if s in set(summary["strategy"])]  # those with a complete cell
     width = 0.8 / max(len(strategies), 1)
     fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(partitions)), 4.0))
     for i, strategy in enumerate(strategies):

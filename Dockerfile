@@ -34,6 +34,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 # PyPI's torchvision is built against PyPI's torch and cannot load beside a CPU wheel from
 # docker/wheels; it is removed then (digits, ESVAE and DDA need none, MNIST/CIFAR-10 do).
 # One COPY per package: the app folder is what `flwr run /app` packs, so no wheels or data.
+COPY core/ core/
 COPY server/ server/
 COPY clients/ clients/
 COPY strategies/ strategies/

@@ -12,25 +12,22 @@ node's state until a ``train.upload`` message for the same round asks for them.
 from __future__ import annotations
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import faults
+from clients.replies import query_reply, statistics_metrics, train_reply, upload_reply
+from core import faults
+from core.config import RunConfig
+from core.protocol import FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, SERVER_ROUND
 from data import client_test_data, client_train_data, split_of
 from models import get_workload
-from server.config import RunConfig, load_config
-from strategies.base import TWO_PHASE_KEY, firing_metrics
-from strategies.validation import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE
-
-# node-state records of a two-phase round: the trained weights, their metrics, the round
-KEPT_ARRAYS, KEPT_METRICS, KEPT_ROUND = "kept-arrays", "kept-metrics", "kept-round"
 
 app = ClientApp()
 
 
 def _setup(msg: Message, context: Context) -> tuple[RunConfig, int]:
-    """The run config the server sent, and this node's partition id."""
-    cfg = load_config(dict(msg.content["config"]))
+    """The run config the server sent (validated there), and this node's partition id."""
+    cfg = RunConfig({k: v for k, v in msg.content["config"].items() if k not in MESSAGE_KEYS})
     threads = max(1, int(cfg.num_cpus))
     if torch.get_num_threads() != threads:  # setting it rebuilds the thread pool: once per actor
         torch.set_num_threads(threads)
@@ -64,12 +61,9 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
     after = workload.firing_statistics(model, data, cfg, num_classes)
     n = len(data[1])
     metrics = {
-        "num-examples": n,
+        NUM_EXAMPLES: n,
         **metrics,
-        **firing_metrics(FIRING_BEFORE, before.rates),
-        **firing_metrics(FIRING_AFTER, after.rates),
-        CLASS_BEFORE: before.class_intensity,
-        CLASS_AFTER: after.class_intensity,
+        **statistics_metrics(before, after),
         # local training plus the two statistics passes, at the trained model's rates
         **workload.energy(model, data, cfg, train_samples=n * cfg.local_epochs, inference_samples=2 * n),
     }
@@ -91,7 +85,7 @@ def query(msg: Message, context: Context) -> Message:
             workload, model = get_workload(cfg.workload), _global_model(msg, cfg)
             info.update(workload.evaluate(model, data, cfg))
             info.update(workload.energy(model, data, cfg, train_samples=0, inference_samples=len(data[1])))
-    return Message(RecordDict({"info": MetricRecord(info)}), reply_to=msg)
+    return query_reply(msg, info)
 
 
 @app.train()
@@ -99,31 +93,19 @@ def train(msg: Message, context: Context) -> Message:
     """Measure firing rates of the received model, train it locally, measure again
     (or misbehave, when the server injects a fault)."""
     cfg, pid = _setup(msg, context)
-    fault = str(msg.content["config"].get(faults.FAULT_KEY, ""))
+    fault = str(msg.content["config"].get(FAULT_KEY, ""))
     faults.before_training(fault, cfg.round_timeout)
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content["config"][SERVER_ROUND])
     arrays, metrics = local_update(cfg, pid, _global_model(msg, cfg), server_round)
     if fault.startswith("corrupt:"):
         faults.corrupt(fault, arrays, metrics)
-    if not msg.content["config"].get(TWO_PHASE_KEY, False):
-        return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
-    context.state[KEPT_ARRAYS] = ArrayRecord(arrays)
-    context.state[KEPT_METRICS] = MetricRecord(metrics)
-    context.state[KEPT_ROUND] = ConfigRecord({"server-round": server_round})
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    return train_reply(msg, context, arrays, metrics)
 
 
 @app.train("upload")
 def upload(msg: Message, context: Context) -> Message:
     """Second phase of a two-phase round: send the weights trained for this round (then forget them)."""
-    wanted = int(msg.content["config"]["server-round"])
-    kept = context.state.get(KEPT_ROUND)
-    if kept is None or int(kept["server-round"]) != wanted:
-        have = "none" if kept is None else f"round {kept['server-round']}"
-        raise RuntimeError(f"asked to upload the update of round {wanted}, but this node keeps {have}")
-    del context.state[KEPT_ROUND]
-    content = {"arrays": context.state.pop(KEPT_ARRAYS), "metrics": context.state.pop(KEPT_METRICS)}
-    return Message(RecordDict(content), reply_to=msg)
+    return upload_reply(msg, context)
 
 
 @app.evaluate()

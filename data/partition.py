@@ -21,7 +21,7 @@ from flwr_datasets.partitioner import (
 )
 
 from data.sources import split_of
-from server.config import ConfigError, RunConfig
+from core.config import ConfigError, RunConfig, above, at_least, choice
 
 PARTITIONERS: dict[str, Callable[[RunConfig], Partitioner]] = {
     "iid": lambda cfg: IidPartitioner(num_partitions=cfg.num_partitions),
@@ -46,6 +46,16 @@ PARTITIONERS: dict[str, Callable[[RunConfig], Partitioner]] = {
         num_shards_per_partition=cfg.shards_per_client,
         seed=cfg.seed,
     ),
+}
+
+# Run-config keys of the partitioning.
+KEYS = {
+    "partitioner": choice("dirichlet", tuple(sorted(PARTITIONERS))),
+    "num-partitions": at_least(20, 1),
+    "dirichlet-alpha": above(0.5, 0),
+    "min-partition-size": at_least(5, 0),
+    "classes-per-client": at_least(2, 1),
+    "shards-per-client": at_least(2, 1),
 }
 
 

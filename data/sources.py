@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.config import ConfigError
+from core.config import ConfigError, Key, above, at_least, choice
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -163,6 +163,17 @@ DATASETS: dict[str, Callable[[str, float, int], Split]] = {
     "mnist": _mnist_like("MNIST", None),
     "fashion-mnist": _mnist_like("FashionMNIST", SYSTEM_FASHION_MNIST),
     "cifar10": _cifar10("CIFAR10", DatasetSpec(3, 32, 10)),
+}
+
+
+# Run-config keys of the data sources.
+KEYS = {
+    "dataset": choice("digits", tuple(sorted(DATASETS))),
+    "data-dir": Key("data-cache"),
+    "test-fraction": above(0.2, 0, 0.9),
+    "image-size": at_least(0, 0),
+    "max-train-samples": at_least(0, 0),
+    "max-test-samples": at_least(0, 0),
 }
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
-from server.config import RunConfig, load_config
+from server.config import RunConfig, clients_per_round, load_config
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -91,7 +91,7 @@ def orchestration(settings: dict) -> dict:
         wall = time.perf_counter() - start
         simulated = [float(r["seconds"]) for r in read_rounds(directory)]
     bare_steady, sim_steady = statistics.median(bare[1:]), statistics.median(simulated[1:])
-    return {"clients": cfg.num_partitions, "per_round": cfg.clients_per_round, "rounds": cfg.num_server_rounds,
+    return {"clients": cfg.num_partitions, "per_round": clients_per_round(cfg), "rounds": cfg.num_server_rounds,
             "bare_s_per_round": bare_steady, "simulation_s_per_round": sim_steady,
             "ratio": sim_steady / bare_steady, "simulation_startup_and_shutdown_s": wall - sum(simulated)}
 
@@ -148,8 +148,8 @@ def selection(num_clients: int, fraction: float, repeats: int) -> list[dict]:
     from flwr.supercore.task_identity import TaskIdentity
 
     from strategies import STRATEGIES
-    from strategies.base import ClientInfo, firing_metrics
-    from strategies.validation import FIRING_AFTER, FIRING_BEFORE
+    from core.protocol import FIRING_AFTER, FIRING_BEFORE, firing_metrics
+    from strategies.base import ClientInfo
 
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1  # messages made outside a run
     rng = np.random.default_rng(0)

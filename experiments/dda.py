@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -114,7 +113,7 @@ def ablation(cfg: RunConfig, seeds: list[int], student_kind: str, teacher_epochs
     y_test = torch.as_tensor(split.y_test, device=device)
     rows = []
     for seed in seeds:
-        scfg = dataclasses.replace(cfg, seed=seed)
+        scfg = cfg.replace(seed=seed)
         teacher, figures = train_teacher(scfg, out / f"teacher-seed{seed}", teacher_epochs)
         teacher_acc = figures["test_accuracy"]
         prepared = prepare(teacher, scfg, (spec.channels, spec.size, spec.size), spec.num_classes)

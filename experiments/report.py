@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from experiments.compare import DONE, cell_dir, is_complete  # noqa: E402
 from experiments.grid import Experiment  # noqa: E402
+from server.config import clients_per_round  # noqa: E402
 
 RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "test_mse", "train_loss",
                "selected_clients", "client_updates", "rejected_clients", "firing_rate", "uplink_bytes",
@@ -200,7 +201,7 @@ def write_report(experiment: Experiment, command: str) -> Path:
         f"Produced by `{command}`: {done} of {total} cells complete "
         f"({len(experiment.strategies)} strategies x {len(experiment.partitions)} partition settings, "
         f"seeds per setting in the table), dataset `{cfg.dataset}`, workload `{cfg.workload}`, "
-        f"{cfg.num_partitions} clients, {cfg.clients_per_round} aggregated per round, "
+        f"{cfg.num_partitions} clients, {clients_per_round(cfg)} aggregated per round, "
         f"{cfg.num_server_rounds} rounds, target {goal}.",
         "",
         "Mean ± std over seeds. *last10* is the mean over the last 10 rounds (the final round "

@@ -1,16 +1,23 @@
 """Spiking networks and the workload registry (what a client trains)."""
 
+from core.config import choice
+from models import esvae_workload, workload
 from models.classify import ClassifyWorkload
+from models.dda import workload as dda_workload
 from models.dda.workload import DDAWorkload
 from models.esvae_workload import ESVAEWorkload
 from models.workload import Workload
 
 WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAEWorkload(), "dda": DDAWorkload()}
 
+# The run-config keys of models/ and their cross-key checks.
+KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS))), **workload.KEYS, **esvae_workload.KEYS, **dda_workload.KEYS}
+CHECKS = (dda_workload.check,)
+
 
 def get_workload(name: str) -> Workload:
-    """The registered workload called ``name`` (names are validated in server.config)."""
+    """The registered workload called ``name`` (the run config's ``workload``)."""
     return WORKLOADS[name]
 
 
-__all__ = ["WORKLOADS", "Workload", "get_workload"]
+__all__ = ["CHECKS", "KEYS", "WORKLOADS", "Workload", "get_workload"]

@@ -13,7 +13,7 @@ from models.workload import Data, Workload, torch_device
 
 if TYPE_CHECKING:
     from data import DatasetSpec
-    from server.config import RunConfig
+    from core.config import RunConfig
 
 
 def _tensors(data: Data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,15 +11,23 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from core.config import above, at_least, choice
 from models.esvae import ESVAE
+from models.mmd import KERNELS
 from models.workload import Data, Workload, torch_device
 
 if TYPE_CHECKING:
     from data import DatasetSpec
-    from server.config import RunConfig
+    from core.config import RunConfig
 
 WEIGHT_CLIP = 4.0  # the authors clip weights to [-4, 4]
 PRIOR_LR_FACTOR = 10.0  # and train the prior's layer with 10x the learning rate
+
+KEYS = {  # run-config keys of ESVAE
+    "esvae-latent-dim": at_least(32, 1),
+    "esvae-mmd-lambda": at_least(0.001, 0),
+    "esvae-mmd-kernel": choice("rbf", KERNELS),
+}
 
 
 class ESVAEWorkload(Workload):

@@ -7,12 +7,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from core.config import above, at_least
 from models.energy import local_energy
 from models.firing import FiringStatistics, firing_statistics
 
 if TYPE_CHECKING:
     from data import DatasetSpec
-    from server.config import RunConfig
+    from core.config import RunConfig
+
+# Run-config keys of local training, shared by every workload.
+KEYS = {
+    "local-epochs": at_least(2, 1),
+    "batch-size": at_least(32, 1),
+    "lr": above(0.01, 0),
+    "timesteps": at_least(4, 1),
+}
 
 Data = tuple[np.ndarray, np.ndarray]  # (images [N, C, H, W] float32, labels [N])
 

@@ -22,7 +22,6 @@ from server.config import ConfigError, RunConfig, load_config
 from server.discovery import discover_clients
 from server.results import RunResults, load_checkpoint, run_dir, set_rng_states
 from strategies import STRATEGIES
-from strategies.base import Reliability
 
 
 def mean_firing_rate(rates: Mapping[str, list[float]]) -> float:
@@ -46,7 +45,6 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
 
     clients = discover_clients(grid, cfg)
     strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
-    strategy.reliability = Reliability.from_config(cfg)
     model = workload.initial_model(cfg, split.spec)
     done = 0
     if cfg.resume:

@@ -1,5 +1,11 @@
-"""Client-selection strategies, registered by name (the run config's `strategy`)."""
+"""Client-selection strategies, registered by name (the run config's `strategy`).
 
+Each is a Flower strategy (a ``FedAvg`` subclass) that also works in any Flower app:
+``SFedCA()``, ``Oort(fraction_train=0.1)``... (see ``docs/protocol.md``).
+"""
+
+from core.config import choice
+from strategies import base
 from strategies.base import ClientInfo, SelectionStrategy
 from strategies.clustered import ClusteredSampling
 from strategies.oort import Oort
@@ -15,4 +21,10 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
     "clustered": ClusteredSampling,
 }
 
-__all__ = ["STRATEGIES", "ClientInfo", "SelectionStrategy"]
+# The run-config keys of strategies/ and their cross-key checks.
+KEYS = {"strategy": choice("random", tuple(sorted(STRATEGIES))), **base.KEYS,
+        **{key: spec for cls in STRATEGIES.values() for key, spec in cls.KEYS.items()}}
+CHECKS = (base.check,)
+
+__all__ = ["CHECKS", "KEYS", "STRATEGIES", "ClientInfo", "ClusteredSampling", "Oort", "PowerOfChoice",
+           "RandomSelection", "SFedCA", "SelectionStrategy"]

@@ -1,11 +1,14 @@
 """The base of every SpikeFed strategy: Flower's FedAvg with client choice as a hook.
 
-Flower's FedAvg samples with the global ``random`` module over node ids that differ
-from run to run. Here each node is known by its client (partition) id, found once at
-start, so a strategy chooses among clients with a seeded generator and a run repeats
-exactly. Every train reply passes :func:`strategies.validation.check_train_reply`
-before a strategy scores or aggregates it; rejections are logged and counted by reason.
-The strategy's state (:attr:`SelectionStrategy.STATE`) goes into each round's checkpoint.
+A strategy is built and started like Flower's ``FedAvg`` (its keyword arguments, plus
+its own) and works with any ClientApp that follows the protocol in ``core.protocol``.
+Flower's FedAvg samples with the global ``random`` module; here a strategy chooses with a
+generator seeded by (seed, round), over the clients in id order. A client's id is its
+partition id when SpikeFed's discovery found the clients at start (``clients=``; a run then
+repeats exactly), else its node id. Every train reply passes
+:func:`core.validation.check_train_reply` before a strategy scores or aggregates it;
+rejections are logged and counted by reason. The strategy's state
+(:attr:`SelectionStrategy.STATE`) goes into each round's checkpoint.
 
 A strategy with :attr:`SelectionStrategy.TWO_PHASE` runs each round in two phases: the
 clients it selected train and reply with their metrics only (the train config carries
@@ -20,7 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from logging import ERROR, INFO, WARNING
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -29,15 +32,42 @@ from flwr.common import log
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, sample_nodes
 
-from clients import faults
-from server.config import RunConfig
-from strategies.validation import Rejection, check_statistics_reply, check_train_reply
+from core import faults
+from core.config import ConfigError, Key, RunConfig, above, at_least, check_range, share
+from core.protocol import ENERGY_KEYS, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND, TWO_PHASE_KEY, UPLOAD
+from core.validation import Rejection, check_statistics_reply, check_train_reply
 
-UPLOAD = f"{MessageType.TRAIN}.upload"  # second phase: a chosen client sends the weights it kept
-TWO_PHASE_KEY = "two-phase"  # train-config key: reply with metrics only, keep the weights
-ENERGY_KEYS = ("energy-snn", "energy-ann")  # joules a client estimates for its local work
+# Run-config keys every strategy reads (each strategy declares its own in its KEYS).
+KEYS = {
+    "fraction-train": above(0.25, 0, 1),
+    "min-train-nodes": at_least(2, 1),
+    "fraction-evaluate": at_least(0.0, 0, 1),
+    "round-timeout": above(600.0, 0),
+    "min-valid-replies": at_least(1, 1),
+    "fault-crash": share(0.0),
+    "fault-straggle": share(0.0),
+    "fault-corrupt": share(0.0),
+}
+
+
+def clients_per_round(num_clients: int, fraction_train: float, min_train_nodes: int) -> int:
+    """Flower's FedAvg rule: max(int(fraction x N), minimum)."""
+    return max(int(num_clients * fraction_train), min_train_nodes)
+
+
+def check(cfg: RunConfig) -> None:
+    """The strategy keys that depend on each other or on the federation's size."""
+    check_range("min-valid-replies", cfg.min_valid_replies, 1,
+                clients_per_round(cfg.num_partitions, cfg.fraction_train, cfg.min_train_nodes))
+    faulty = cfg.fault_crash + cfg.fault_straggle + cfg.fault_corrupt
+    if faulty > 1:
+        raise ConfigError(f"fault-crash + fault-straggle + fault-corrupt = {faulty:g} is more than every "
+                          "selected client; accepted: a sum in [0, 1]")
+    if cfg.min_train_nodes > cfg.num_partitions:
+        raise ConfigError(f"min-train-nodes={cfg.min_train_nodes} is more clients per round than "
+                          f"num-partitions={cfg.num_partitions}; accepted: 1..{cfg.num_partitions}")
 
 
 def message_bytes(messages: Iterable[Message]) -> int:
@@ -55,12 +85,6 @@ def message_bytes(messages: Iterable[Message]) -> int:
     return total
 
 
-def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Metric entries ``<prefix><depth>/<layer>``: records travel with sorted keys, so the
-    two-digit depth keeps the layers' order (the last is the output layer)."""
-    return {f"{prefix}{i:02d}/{name}": rates[name] for i, name in enumerate(rates)}
-
-
 def reply_metrics(msg: Message) -> MetricRecord:
     """A validated train reply's MetricRecord (``content.metric_records`` would copy every
     record into a new dict on each call: slow over thousands of replies)."""
@@ -69,7 +93,9 @@ def reply_metrics(msg: Message) -> MetricRecord:
 
 @dataclass(frozen=True)
 class ClientInfo:
-    """What the server knows about a SuperNode: its partition id and data size."""
+    """What the server knows about a SuperNode: its client id (the partition id with
+    SpikeFed's discovery, else the node id) and its data size (without discovery: from
+    its last reply, 1 before)."""
 
     node_id: int
     partition_id: int
@@ -95,9 +121,8 @@ class RoundRecord:
 
 @dataclass(frozen=True)
 class Reliability:
-    """How long a round waits, how few valid replies it aggregates, which faults it injects."""
+    """How few valid replies a round aggregates, which faults it injects (SpikeFed's tests)."""
 
-    round_timeout: float = 3600.0
     min_valid_replies: int = 1
     fault_crash: float = 0.0
     fault_straggle: float = 0.0
@@ -105,8 +130,7 @@ class Reliability:
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> Reliability:
-        return cls(cfg.round_timeout, cfg.min_valid_replies, cfg.fault_crash, cfg.fault_straggle,
-                   cfg.fault_corrupt)
+        return cls(cfg.min_valid_replies, cfg.fault_crash, cfg.fault_straggle, cfg.fault_corrupt)
 
     @property
     def injects_faults(self) -> bool:
@@ -125,46 +149,61 @@ class SelectionStrategy(FedAvg):
 
     Parameters
     ----------
-    clients : dict[int, ClientInfo]
-        The federation's nodes by node id, found at start.
-    clients_per_round : int
-        How many clients train each round.
+    fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes, **kwargs
+        As Flower's ``FedAvg``: each round max(int(N x fraction_train), min_train_nodes) clients
+        train, N the number of clients (known ones with ``clients``, else connected nodes).
     seed : int
-        Seed of the selection; the same seed selects the same clients.
-    fraction_evaluate : float
-        Fraction of clients for federated evaluation (0 = off), as in FedAvg.
+        Seed of the selection; the same seed selects the same clients (by position in id order).
+    clients : dict[int, ClientInfo] | None
+        The federation's clients by node id, found by SpikeFed's discovery; None: clients are
+        their node ids and Flower's ``min_available_nodes`` are awaited before round 1.
     reliability : Reliability
-        Round timeout, fewest valid replies to aggregate, faults to inject (default: none).
+        Fewest valid replies to aggregate, faults to inject (default: none).
     """
 
+    KEYS: dict[str, Key] = {}  # run-config keys of this strategy, named PREFIX + its keyword argument
+    PREFIX = ""
     STATE: tuple[str, ...] = ()  # attributes that carry learned state across rounds (checkpointed)
     TWO_PHASE = False  # True: selected clients reply with statistics; the chosen upload weights after
 
     @classmethod
     def from_config(cls, cfg: RunConfig, clients: dict[int, ClientInfo]) -> SelectionStrategy:
-        """Build the strategy from the run config (strategies with keys of their own override this)."""
-        return cls(clients, cfg.clients_per_round, cfg.seed, cfg.fraction_evaluate)
+        """Build the strategy from SpikeFed's run config and discovered ``clients``."""
+        options = {key.removeprefix(cls.PREFIX).replace("-", "_"): cfg[key] for key in cls.KEYS}
+        return cls(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
+                   min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=int(cfg.fraction_evaluate > 0),
+                   min_available_nodes=len(clients), seed=cfg.seed, clients=clients,
+                   reliability=Reliability.from_config(cfg), **options)
 
-    def __init__(self, clients: dict[int, ClientInfo], clients_per_round: int, seed: int,
-                 fraction_evaluate: float = 0.0, reliability: Reliability | None = None) -> None:
-        super().__init__(
-            fraction_train=clients_per_round / len(clients),
-            fraction_evaluate=fraction_evaluate,
-            min_train_nodes=clients_per_round,
-            min_evaluate_nodes=1 if fraction_evaluate > 0 else 0,
-            min_available_nodes=len(clients),
-            train_metrics_aggr_fn=summarise_train_metrics,
-        )
+    def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 2,
+                 min_evaluate_nodes: int = 2, min_available_nodes: int = 2, *, seed: int = 0,
+                 clients: dict[int, ClientInfo] | None = None, reliability: Reliability | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("train_metrics_aggr_fn", summarise_train_metrics)
+        super().__init__(fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes,
+                         min_available_nodes, **kwargs)
         self.clients = clients
-        self.clients_per_round = clients_per_round
         self.seed = seed
         self.reliability = reliability or Reliability()
+        self.clients_per_round = self.wanted(len(clients)) if clients else min_train_nodes
+        self.timeout = 3600.0  # start()'s
         self.round_offset = 0  # rounds done before a resume: Flower counts from 1 again
         self.record = RoundRecord()
+        self._sizes: dict[int, int] = {}  # without discovery: node id -> num-examples last reported
+        self._said: set[str] = set()
         self._sent: list[ClientInfo] = []
         self._global_arrays: ArrayRecord | None = None
         self._config: ConfigRecord | None = None
         self._grid: Grid | None = None
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+              **kwargs: Any):
+        """Flower's ``Strategy.start``; ``timeout`` also bounds the second phase and queries."""
+        self.timeout = timeout
+        return super().start(grid, initial_arrays, num_rounds, timeout, **kwargs)
+
+    def wanted(self, num_clients: int) -> int:
+        return clients_per_round(num_clients, self.fraction_train, self.min_train_nodes)
 
     def state_dict(self) -> dict:
         """The learned state (:attr:`STATE`), for the checkpoint."""
@@ -175,6 +214,12 @@ class SelectionStrategy(FedAvg):
         for name in self.STATE:
             setattr(self, name, state[name])
         self.round_offset = completed_rounds
+
+    def say_once(self, topic: str, message: str, *args: Any) -> None:
+        """Log a WARNING the first time ``topic`` comes up (e.g. a statistic missing from every reply)."""
+        if topic not in self._said:
+            self._said.add(topic)
+            log(WARNING, "%s: " + message, type(self).__name__, *args)
 
     def round_rng(self, server_round: int, purpose: str = "train") -> np.random.Generator:
         """A generator that depends only on the seed, the round and the purpose."""
@@ -195,26 +240,42 @@ class SelectionStrategy(FedAvg):
         picked = rng.choice(len(candidates), size=size, replace=False, p=p)
         return [candidates[i] for i in sorted(picked)]
 
+    def client(self, node_id: int) -> ClientInfo:
+        """The client on ``node_id``."""
+        if self.clients is not None:
+            return self.clients[node_id]
+        return ClientInfo(node_id, node_id, self._sizes.get(node_id, 1))
+
+    def available(self, grid: Grid) -> list[ClientInfo]:
+        """Known clients whose nodes are connected (without discovery: every connected node,
+        once ``min_available_nodes`` are), in client-id order."""
+        if self.clients is None:
+            _, connected = sample_nodes(grid, self.min_available_nodes, 0)  # waits for them
+            return [self.client(n) for n in sorted(connected)]
+        connected = set(grid.get_node_ids())
+        return sorted((c for n, c in self.clients.items() if n in connected), key=lambda c: c.partition_id)
+
     def query(self, chosen: list[ClientInfo]) -> dict[int, MetricRecord]:
         """Send the current global model to ``chosen`` as `query` messages; their
-        statistics on it (e.g. local loss), by partition id. Failed replies are logged."""
+        statistics on it (e.g. local loss), by client id. Failed replies are logged."""
         messages = self._messages(self._global_arrays, self._config, chosen, MessageType.QUERY)
         out = {}
         for reply in self.exchange(messages):
-            client = self.clients[reply.metadata.src_node_id]
-            if reply.has_error():
-                log(WARNING, "client %d did not answer the query: %s", client.partition_id,
-                    reply.error.reason)
+            client = self.client(reply.metadata.src_node_id)
+            if reply.has_error() or "info" not in reply.content.metric_records:
+                reason = reply.error.reason if reply.has_error() else "no MetricRecord 'info' in the reply"
+                self.say_once("query", "a client did not answer the query (%s); see docs/protocol.md", reason)
+                log(INFO, "client %d did not answer the query", client.partition_id)
             else:
                 out[client.partition_id] = reply.content["info"]
                 self.add_energy(out[client.partition_id])
         return out
 
     def exchange(self, messages: Iterable[Message]) -> list[Message]:
-        """Send ``messages`` and wait for the replies (up to the round timeout), counting bytes."""
+        """Send ``messages`` and wait for the replies (up to the timeout), counting bytes."""
         messages = list(messages)
         self.record.downlink_bytes += message_bytes(messages)
-        replies = list(self._grid.send_and_receive(messages, timeout=self.reliability.round_timeout))
+        replies = list(self._grid.send_and_receive(messages, timeout=self.timeout))
         self.record.uplink_bytes += message_bytes(replies)
         return replies
 
@@ -223,12 +284,6 @@ class SelectionStrategy(FedAvg):
             value = metrics.get(key, 0.0)
             if isinstance(value, (int, float)) and np.isfinite(value):
                 self.record.energy[key] += float(value)
-
-    def available(self, grid: Grid) -> list[ClientInfo]:
-        """Known clients whose nodes are connected, in partition-id order."""
-        connected = set(grid.get_node_ids())
-        return sorted((c for n, c in self.clients.items() if n in connected),
-                      key=lambda c: c.partition_id)
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         """The clients that train in ``server_round``. Override this hook."""
@@ -242,16 +297,18 @@ class SelectionStrategy(FedAvg):
         # one config per client: each learns its own fault
         return [msg for c in chosen for msg in self._construct_messages(
             RecordDict({self.arrayrecord_key: arrays,
-                        self.configrecord_key: ConfigRecord({**config, faults.FAULT_KEY: injected.get(c.partition_id, "")})}),
+                        self.configrecord_key: ConfigRecord({**config, FAULT_KEY: injected.get(c.partition_id, "")})}),
             [c.node_id], message_type)]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         server_round += self.round_offset
         self.record = RoundRecord()
-        config["server-round"] = server_round
+        config[SERVER_ROUND] = server_round
         self._global_arrays, self._config, self._grid = arrays, config, grid
-        self._sent = self.select(server_round, self.available(grid))
+        candidates = self.available(grid)
+        self.clients_per_round = self.wanted(len(self.clients) if self.clients is not None else len(candidates))
+        self._sent = self.select(server_round, candidates)
         log(INFO, "configure_train: clients %s", [c.partition_id for c in self._sent])
         r = self.reliability
         if r.injects_faults:
@@ -270,38 +327,47 @@ class SelectionStrategy(FedAvg):
         log(WARNING, "client %d (node %d) rejected (%s): %s", client.partition_id, client.node_id, *rejection)
 
     def valid_train_replies(self, replies: Iterable[Message], expected: list[ClientInfo],
-                            weights: bool = True) -> list[Message]:
+                            weights: bool | None = True) -> list[Message]:
         """Replies that arrived in time, without error, and pass :func:`check_train_reply`
-        (or :func:`check_statistics_reply` when they carry no ``weights``), in partition
-        order; the others, and ``expected`` clients that did not reply, are recorded with
-        their reason."""
+        (``weights``), :func:`check_statistics_reply` (not ``weights``) or whichever fits the
+        reply (None), in client-id order; the others, and ``expected`` clients that did not
+        reply, are recorded with their reason."""
         valid = []
         replied = set()
-        for msg in sorted(replies, key=lambda m: self.clients[m.metadata.src_node_id].partition_id):
-            client = self.clients[msg.metadata.src_node_id]
+        for msg in sorted(replies, key=lambda m: self.client(m.metadata.src_node_id).partition_id):
+            client = self.client(msg.metadata.src_node_id)
             replied.add(client.node_id)
             if msg.has_error():
                 rejection = Rejection("error", msg.error.reason)
-            elif weights:
+            elif weights or (weights is None and msg.content.array_records):
                 rejection = check_train_reply(msg.content, self._global_arrays)
             else:
                 rejection = check_statistics_reply(msg.content)
             if rejection is None:
                 valid.append(msg)
+                if self.clients is None:
+                    self._sizes[client.node_id] = int(reply_metrics(msg)[NUM_EXAMPLES])
             else:
                 self.reject(client, rejection)
         for client in expected:
             if client.node_id not in replied:
-                self.reject(client, Rejection("timeout", f"no reply within {self.reliability.round_timeout:g} s"))
+                self.reject(client, Rejection("timeout", f"no reply within {self.timeout:g} s"))
         return valid
 
     def collect_uploads(self, server_round: int, chosen: list[Message]) -> list[Message]:
         """Second phase: ask the clients of ``chosen`` (first-phase replies) for the weights
-        they kept; their valid uploads. A client that fails now costs only its own update."""
-        clients = [self.clients[m.metadata.src_node_id] for m in chosen]
-        record = RecordDict({self.configrecord_key: ConfigRecord({"server-round": server_round})})
-        replies = self.exchange(self._construct_messages(record, [c.node_id for c in clients], UPLOAD))
-        return self.valid_train_replies(replies, clients)
+        they kept; their valid uploads. A client that fails now costs only its own update.
+        A reply that already holds weights (a ClientApp that ignores ``two-phase``) is used as it is."""
+        uploaded = [m for m in chosen if m.content.array_records]
+        if uploaded:
+            self.say_once("two-phase", "ClientApps replied with their weights in the first phase (they ignore "
+                          "'%s', docs/protocol.md): those are aggregated without an upload phase", TWO_PHASE_KEY)
+        clients = [self.client(m.metadata.src_node_id) for m in chosen if not m.content.array_records]
+        if clients:
+            record = RecordDict({self.configrecord_key: ConfigRecord({SERVER_ROUND: server_round})})
+            replies = self.exchange(self._construct_messages(record, [c.node_id for c in clients], UPLOAD))
+            uploaded += self.valid_train_replies(replies, clients)
+        return sorted(uploaded, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -311,7 +377,7 @@ class SelectionStrategy(FedAvg):
         replies = list(replies)
         self.record.client_updates = len(replies)
         self.record.uplink_bytes += message_bytes(replies)
-        trained = self.valid_train_replies(replies, self._sent, weights=not self.TWO_PHASE)
+        trained = self.valid_train_replies(replies, self._sent, weights=None if self.TWO_PHASE else True)
         for msg in trained:
             self.add_energy(reply_metrics(msg))
         valid = self.choose_aggregated(server_round, trained)
@@ -322,7 +388,7 @@ class SelectionStrategy(FedAvg):
                 "model stays as it was", server_round, len(valid), self.reliability.min_valid_replies)
             self.record.model_updated = False
             return None, None
-        self.record.selected = [self.clients[m.metadata.src_node_id] for m in valid]
+        self.record.selected = [self.client(m.metadata.src_node_id) for m in valid]
         arrays, metrics = super().aggregate_train(server_round, valid)
         self.record.train_metrics = metrics
         # FedAvg's weighted mean turns integer buffers (BatchNorm's step count) into floats
@@ -330,16 +396,13 @@ class SelectionStrategy(FedAvg):
         arrays = ArrayRecord({k: v.to(reference[k].dtype) for k, v in arrays.to_torch_state_dict().items()})
         return arrays, metrics
 
-    def has_statistics(self, msg: Message, keys: Iterable[str], metrics: Mapping[str, Any] | None = None) -> bool:
-        """Whether a reply (whose ``metrics`` may be passed) carries a metric starting with
-        each of ``keys``; logs an error naming the first missing one (e.g. from a ClientApp
-        that measures no firing rates)."""
-        metrics = reply_metrics(msg) if metrics is None else metrics
+    def has_statistics(self, metrics: Mapping[str, Any], keys: Iterable[str], fallback: str) -> bool:
+        """Whether a reply's ``metrics`` carry a metric starting with each of ``keys``; the
+        first time one is missing, says so in one line with what the strategy does instead."""
         missing = [k for k in keys if not any(m.startswith(k) for m in metrics)]
         if missing:
-            log(ERROR, "client %d's reply lacks the metric %r that %s needs; it is left out of "
-                "the %s rule and not scored", self.clients[msg.metadata.src_node_id].partition_id, missing[0],
-                type(self).__name__, type(self).__name__)
+            self.say_once(f"missing {missing[0]}", "client replies lack the metric %r (docs/protocol.md): %s",
+                          missing[0], fallback)
         return not missing
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
@@ -352,16 +415,16 @@ class SelectionStrategy(FedAvg):
             return []
         server_round += self.round_offset
         candidates = self.available(grid)
-        size = max(int(len(candidates) * self.fraction_evaluate), 1)
-        chosen = self.sample(self.round_rng(server_round, "evaluate"), candidates, size)
-        config["server-round"] = server_round
+        size = max(int(len(candidates) * self.fraction_evaluate), self.min_evaluate_nodes, 1)
+        chosen = self.sample(self.round_rng(server_round, "evaluate"), candidates, min(size, len(candidates)))
+        config[SERVER_ROUND] = server_round
         messages = list(self._messages(arrays, config, chosen, MessageType.EVALUATE))
         self.record.downlink_bytes += message_bytes(messages)
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset
-        ordered = sorted(replies, key=lambda m: self.clients[m.metadata.src_node_id].partition_id)
+        ordered = sorted(replies, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
         self.record.uplink_bytes += message_bytes(ordered)
         self.record.evaluate_metrics = super().aggregate_evaluate(server_round, ordered)
         return self.record.evaluate_metrics

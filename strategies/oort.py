@@ -8,6 +8,8 @@ import math
 import numpy as np
 from flwr.app import Message
 
+from core.config import share
+from core.protocol import LOSS_SQ_MEAN, NUM_EXAMPLES
 from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
 
 STALENESS = 0.1  # Oort's staleness-bonus constant: sqrt(0.1 * log R / L_i)
@@ -24,25 +26,30 @@ class Oort(SelectionStrategy):
     factor each round down to a floor, as in Oort. Oort's system utility (speed) and pacer
     are not modelled.
 
+    Clients whose replies lack ``loss-sq-mean`` get no utility and stay unexplored: with a
+    ClientApp that never sends it, Oort samples uniformly (said once, in one line).
+
     Parameters
     ----------
-    explore, explore_decay, explore_min : float
+    explore_fraction, explore_decay, explore_min : float
         Run config `oort-explore-fraction` (0.9), `oort-explore-decay` (0.98),
         `oort-explore-min` (0.2), Oort's defaults.
+    **kwargs
+        Flower's ``FedAvg`` arguments and SpikeFed's ``seed``, ``clients`` (see SelectionStrategy).
     """
 
     STATE = ("utility", "last_round")
+    PREFIX = "oort-"
+    KEYS = {
+        "oort-explore-fraction": share(0.9),
+        "oort-explore-decay": share(0.98),
+        "oort-explore-min": share(0.2),
+    }
 
-    @classmethod
-    def from_config(cls, cfg, clients):
-        return cls(clients, cfg.clients_per_round, cfg.seed, cfg.fraction_evaluate,
-                   explore=cfg.oort_explore_fraction, explore_decay=cfg.oort_explore_decay,
-                   explore_min=cfg.oort_explore_min)
-
-    def __init__(self, clients, clients_per_round, seed, fraction_evaluate=0.0,
-                 explore: float = 0.9, explore_decay: float = 0.98, explore_min: float = 0.2) -> None:
-        super().__init__(clients, clients_per_round, seed, fraction_evaluate)
-        self.explore, self.explore_decay, self.explore_min = explore, explore_decay, explore_min
+    def __init__(self, *, explore_fraction: float = 0.9, explore_decay: float = 0.98, explore_min: float = 0.2,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.explore, self.explore_decay, self.explore_min = explore_fraction, explore_decay, explore_min
         self.utility: dict[int, float] = {}  # partition id -> U_i
         self.last_round: dict[int, int] = {}  # partition id -> L_i
 
@@ -74,9 +81,9 @@ class Oort(SelectionStrategy):
         """Record the trained clients' utilities; all valid replies are aggregated."""
         for msg in replies:
             metrics = reply_metrics(msg)
-            if not self.has_statistics(msg, ["loss-sq-mean"], metrics):
+            if not self.has_statistics(metrics, [LOSS_SQ_MEAN], "those clients stay unexplored (uniform sampling)"):
                 continue
-            pid = self.clients[msg.metadata.src_node_id].partition_id
-            self.utility[pid] = metrics["num-examples"] * float(np.sqrt(metrics["loss-sq-mean"]))
+            pid = self.client(msg.metadata.src_node_id).partition_id
+            self.utility[pid] = metrics[NUM_EXAMPLES] * float(np.sqrt(metrics[LOSS_SQ_MEAN]))
             self.last_round[pid] = server_round
         return replies

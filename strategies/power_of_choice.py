@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from core.config import at_least
 from strategies.base import ClientInfo, SelectionStrategy
 
 
@@ -19,29 +20,35 @@ def highest_loss(pool: list[ClientInfo], losses: dict[int, float], k: int) -> li
 class PowerOfChoice(SelectionStrategy):
     """Each round: (1) sample a candidate set of d clients without replacement, with
     probability proportional to their data size; (2) send them the global model and ask
-    for their local loss on it (a `query` message); (3) train the k with the highest
-    loss. Candidates that do not answer are skipped.
+    for their local loss on it (a `query` message whose reply holds a MetricRecord ``info``
+    with ``loss``); (3) train the k with the highest loss. When fewer than k candidates
+    answer, the places left go to unanswered candidates drawn at random (with a ClientApp
+    that has no query handler, Power-of-Choice samples d by size, then k of them uniformly).
 
     Parameters
     ----------
     candidate_factor : float
         d = min(N, ceil(candidate_factor * k)) (run config `poc-candidate-factor`, default 2).
+    **kwargs
+        Flower's ``FedAvg`` arguments and SpikeFed's ``seed``, ``clients`` (see SelectionStrategy).
     """
 
-    @classmethod
-    def from_config(cls, cfg, clients):
-        return cls(clients, cfg.clients_per_round, cfg.seed, cfg.fraction_evaluate,
-                   candidate_factor=cfg.poc_candidate_factor)
+    PREFIX = "poc-"
+    KEYS = {"poc-candidate-factor": at_least(2.0, 1)}
 
-    def __init__(self, clients, clients_per_round, seed, fraction_evaluate=0.0,
-                 candidate_factor: float = 2.0) -> None:
-        super().__init__(clients, clients_per_round, seed, fraction_evaluate)
+    def __init__(self, *, candidate_factor: float = 2.0, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.candidate_factor = candidate_factor
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         pool = self.candidate_set(server_round, candidates)
-        losses = {pid: float(info["loss"]) for pid, info in self.query(pool).items()}
-        return self.choose(candidates, pool, losses)
+        losses = {pid: float(info["loss"]) for pid, info in self.query(pool).items() if "loss" in info}
+        chosen = self.choose(candidates, pool, losses)
+        left = [c for c in pool if c.partition_id not in losses]
+        places = min(min(self.clients_per_round, len(candidates)) - len(chosen), len(left))
+        if places > 0:
+            chosen += self.sample(self.round_rng(server_round, "fill"), left, places)
+        return sorted(chosen, key=lambda c: c.partition_id)
 
     def candidate_set(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         """Step 1: d clients drawn proportionally to their data size."""

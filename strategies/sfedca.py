@@ -44,8 +44,10 @@ steer the candidate set. Measured on digits (50 clients, Dirichlet 0.1, 10 seeds
 against random among the same candidates) it gave -0.013 last-10 accuracy; random
 candidates with the balance rule gave +0.095.
 
-Replies lacking the statistic are logged with the missing key and left out of the choice
-(never scored as zero).
+Replies lacking the statistic are never scored as zero: the first time, one line names the
+missing key; the rule chooses among the replies that have it, and when fewer than k do, the
+rest are drawn at random from the others (so with a ClientApp that sends no statistics,
+SFedCA aggregates k random candidates).
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ from itertools import combinations
 import numpy as np
 from flwr.app import Message
 
+from core.config import at_least, choice
+from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES
+from core.validation import Rejection
 from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
-from strategies.validation import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, Rejection
 
 STATISTICS = ("output", "class")
 RULES = ("balance", "top-credit")
@@ -112,6 +116,8 @@ class SFedCA(SelectionStrategy):
 
     Parameters
     ----------
+    **kwargs
+        Flower's ``FedAvg`` arguments and SpikeFed's ``seed``, ``clients`` (see SelectionStrategy).
     candidate_factor : float
         m = min(N, ceil(candidate_factor x k)) random candidates train each round.
     statistic : str
@@ -121,16 +127,16 @@ class SFedCA(SelectionStrategy):
     """
 
     TWO_PHASE = True
+    PREFIX = "sfedca-"
+    KEYS = {
+        "sfedca-candidate-factor": at_least(2.0, 1),
+        "sfedca-statistic": choice("output", STATISTICS),
+        "sfedca-rule": choice("balance", RULES),
+    }
 
-    @classmethod
-    def from_config(cls, cfg, clients):
-        return cls(clients, cfg.clients_per_round, cfg.seed, cfg.fraction_evaluate,
-                   candidate_factor=cfg.sfedca_candidate_factor, statistic=cfg.sfedca_statistic,
-                   rule=cfg.sfedca_rule)
-
-    def __init__(self, clients, clients_per_round, seed, fraction_evaluate=0.0,
-                 candidate_factor: float = 2.0, statistic: str = "output", rule: str = "balance") -> None:
-        super().__init__(clients, clients_per_round, seed, fraction_evaluate)
+    def __init__(self, *, candidate_factor: float = 2.0, statistic: str = "output", rule: str = "balance",
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
         if statistic not in STATISTICS or rule not in RULES:
             raise ValueError(f"statistic={statistic!r}, rule={rule!r}; accepted: statistic in "
                              f"{', '.join(STATISTICS)}, rule in {', '.join(RULES)}")
@@ -156,33 +162,39 @@ class SFedCA(SelectionStrategy):
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Credit every candidate; the rule picks the k to aggregate."""
-        usable, before, after, sizes = [], [], [], []
+        usable, before, after, sizes, without = [], [], [], [], []
         for msg in replies:
             metrics = reply_metrics(msg)
             pair = self.statistics(metrics)
             if pair is None:
                 keys = [CLASS_BEFORE, CLASS_AFTER] if self.statistic == "class" else [FIRING_BEFORE, FIRING_AFTER]
-                self.has_statistics(msg, keys, metrics)  # logs the missing key
+                self.has_statistics(metrics, keys, "they are not credited; random candidates fill the places left")
+                without.append(msg)
                 continue
             usable.append(msg)
             before.append(pair[0])
             after.append(pair[1])
-            sizes.append(metrics["num-examples"])
+            sizes.append(metrics[NUM_EXAMPLES])
         length = Counter(len(a) for a in after).most_common(1)[0][0] if usable else 0
         for i in reversed(range(len(usable))):  # a vector of another length cannot be compared
             if len(before[i]) != length or len(after[i]) != length:
-                self.reject(self.clients[usable[i].metadata.src_node_id], Rejection(
+                self.reject(self.client(usable[i].metadata.src_node_id), Rejection(
                     "firing-rate", f"statistic of length {len(after[i])}, the others have {length}"))
                 del usable[i], before[i], after[i], sizes[i]
-        if not usable:
-            self.record.scores = {}
-            return []
-        pids = [self.clients[m.metadata.src_node_id].partition_id for m in usable]
-        round_credits = credits(before, after)
-        self.record.scores = dict(zip(pids, round_credits.tolist()))
-        k = min(self.clients_per_round, len(usable))
-        if self.rule == "balance":
-            picked = balanced_subset(np.asarray(after, dtype=float), np.asarray(sizes, dtype=float), k)
-        else:
-            picked = sorted(np.lexsort((pids, -round_credits))[:k].tolist())  # ties: lower partition id
-        return [usable[i] for i in sorted(picked, key=lambda i: pids[i])]
+        self.record.scores = {}
+        chosen = []
+        if usable:
+            pids = [self.client(m.metadata.src_node_id).partition_id for m in usable]
+            round_credits = credits(before, after)
+            self.record.scores = dict(zip(pids, round_credits.tolist()))
+            k = min(self.clients_per_round, len(usable))
+            if self.rule == "balance":
+                picked = balanced_subset(np.asarray(after, dtype=float), np.asarray(sizes, dtype=float), k)
+            else:
+                picked = np.lexsort((pids, -round_credits))[:k].tolist()  # ties: lower client id
+            chosen = [usable[i] for i in picked]
+        places = min(self.clients_per_round - len(chosen), len(without))
+        if places > 0:
+            rng = self.round_rng(server_round, "fill")
+            chosen += [without[i] for i in rng.choice(len(without), places, replace=False)]
+        return sorted(chosen, key=lambda m: self.client(m.metadata.src_node_id).partition_id)

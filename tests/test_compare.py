@@ -13,7 +13,7 @@ import pytest
 
 from experiments.grid import load_experiment
 from experiments.report import TIMING_COLUMNS, rounds_to_target, summarise
-from server.config import ConfigError
+from server.config import ConfigError, clients_per_round
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "configs" / "smoke.toml"
@@ -100,7 +100,7 @@ def test_sfedca_grids_cover_the_issue_13_settings():
         assert set(experiment.partitions) == partitions
         seeds = {p: {c.seed for c in experiment.cells() if c.partition == p} for p in partitions}
         assert len(seeds["dirichlet-0.1"]) == 5 and all(len(s) == 3 for p, s in seeds.items() if p != "dirichlet-0.1")
-        assert all(c.config.num_partitions == 50 and c.config.clients_per_round == 5 for c in experiment.cells())
+        assert all(c.config.num_partitions == 50 and clients_per_round(c.config) == 5 for c in experiment.cells())
 
 
 def test_set_overrides_the_file(tmp_path):
@@ -163,7 +163,7 @@ def test_smoke_grid_writes_runs_summary_plots_and_report(smoke_run):
     assert (runs.groupby(["strategy", "seed"])["round"].max() == rounds).all()
     # SFedCA trains a candidate set larger than the aggregated set; random trains what it aggregates
     updates = summary.set_index("strategy")["client_updates_mean"]
-    assert updates["sfedca"] > updates["random"] == rounds * experiment.cells()[0].config.clients_per_round
+    assert updates["sfedca"] > updates["random"] == rounds * clients_per_round(experiment.cells()[0].config)
     pngs = sorted(smoke_run.glob("*.png"))
     assert {p.name for p in pngs} == {"rounds-to-target.png"} | {f"accuracy-{p}.png" for p in experiment.partitions}
     for png in pngs:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.config import DEFAULTS, ConfigError, load_config
+from server.config import DEFAULTS, ConfigError, clients_per_round, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def test_pyproject_run_config_matches_defaults():
 def test_defaults_are_the_demo_settings():
     cfg = load_config({})
     assert (cfg.dataset, cfg.num_partitions, cfg.partitioner, cfg.dirichlet_alpha) == ("digits", 20, "dirichlet", 0.5)
-    assert (cfg.strategy, cfg.clients_per_round, cfg.timesteps, cfg.seed) == ("random", 5, 4, 0)
+    assert (cfg.strategy, clients_per_round(cfg), cfg.timesteps, cfg.seed) == ("random", 5, 4, 0)
 
 
 def test_values_are_typed_from_strings():

@@ -14,12 +14,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients import faults
+from core import faults
 from experiments.simulation import read_rounds, resolve, simulate
 from server.config import load_config
 from strategies import STRATEGIES
 from strategies.base import ClientInfo, Reliability
-from strategies.validation import REASONS, check_train_reply
+from core.validation import REASONS, check_train_reply
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_fewer_valid_replies_than_required_keep_the_model(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_node_id", 1)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
     clients = {1000 + i: ClientInfo(1000 + i, i, 12) for i in range(3)}
-    strategy = STRATEGIES["random"](clients, 3, seed=0, reliability=Reliability(min_valid_replies=2))
+    strategy = STRATEGIES["random"](clients=clients, fraction_train=1e-6, min_train_nodes=3, seed=0, reliability=Reliability(min_valid_replies=2))
     strategy._global_arrays, strategy._sent = reference(), list(clients.values())
     arrays, metrics = good_parts()
     good = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})

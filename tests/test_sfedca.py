@@ -12,9 +12,9 @@ from data import load_split
 from models.classify import recalibrate_batchnorm
 from models.firing import firing_statistics
 from models.spiking_cnn import SpikingCNN
-from strategies.base import ClientInfo, firing_metrics
+from strategies.base import ClientInfo
 from strategies.sfedca import SFedCA, balanced_subset, credits, imbalance, profiles
-from strategies.validation import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE
+from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, firing_metrics
 
 
 def test_credit_is_the_l1_change_summed_over_classes():
@@ -63,8 +63,8 @@ SKEWED = [
 def test_balance_picks_the_covering_subset_that_top_credit_misses(statistic):
     clients = make_clients(4)
     replies = [reply(100 + i, b, a, statistic=statistic) for i, (b, a) in enumerate(SKEWED)]
-    balance = SFedCA(clients, clients_per_round=3, seed=0, statistic=statistic, rule="balance")
-    top = SFedCA(clients, clients_per_round=3, seed=0, statistic=statistic, rule="top-credit")
+    balance = SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=0, statistic=statistic, rule="balance")
+    top = SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=0, statistic=statistic, rule="top-credit")
     # balance: one class-0 client with the class-1 and class-2 clients covers all three classes
     # (0 and 1 give the same profile: the first subset wins the tie)
     assert chosen_ids(clients, balance.choose_aggregated(1, replies)) == [0, 2, 3]
@@ -93,32 +93,37 @@ def test_greedy_balance_for_many_candidates_still_covers_the_classes(monkeypatch
 
 def test_ties_in_credit_go_to_the_lower_partition_id():
     clients = make_clients(3)
-    sfedca = SFedCA(clients, clients_per_round=1, seed=0, rule="top-credit")
+    sfedca = SFedCA(clients=clients, min_train_nodes=1, fraction_train=1e-6, seed=0, rule="top-credit")
     replies = [reply(102, [0.1], [0.3]), reply(101, [0.3], [0.1])]
     assert chosen_ids(clients, sfedca.choose_aggregated(1, replies)) == [1]
 
 
-def test_missing_or_misshapen_statistics_are_left_out_and_said(caplog):
-    clients = make_clients(4)
-    sfedca = SFedCA(clients, clients_per_round=2, seed=0, rule="top-credit")
+def test_missing_or_misshapen_statistics_are_left_out_said_once_and_filled_at_random(caplog):
+    clients = make_clients(5)
     replies = [reply(100, [0.1, 0.1], [0.1, 0.2]), reply(101, [0.1, 0.1], [0.6, 0.1]),
-               reply(102, [0.0], [0.0], rates=False), reply(103, [0.0, 0.0, 0.0], [0.9, 0.9, 0.9])]
-    with caplog.at_level(logging.ERROR):
-        chosen = sfedca.choose_aggregated(1, replies)
-    assert chosen_ids(clients, chosen) == [0, 1]
-    assert "firing-before/" in caplog.text and "client 2" in caplog.text
+               reply(102, [0.0], [0.0], rates=False), reply(103, [0.0, 0.0, 0.0], [0.9, 0.9, 0.9]),
+               reply(104, [0.0], [0.0], rates=False)]
+    sfedca = SFedCA(clients=clients, min_train_nodes=2, fraction_train=1e-6, seed=0, rule="top-credit")
+    with caplog.at_level(logging.WARNING):
+        assert chosen_ids(clients, sfedca.choose_aggregated(1, replies)) == [0, 1]
+        sfedca.choose_aggregated(2, replies)
+    assert caplog.text.count("lack the metric 'firing-before/'") == 1  # said once, in one line
     assert sfedca.record.rejected[3].reason == "firing-rate" and 2 not in sfedca.record.scores
+    # k = 3 with two credited replies: the third place goes to a reply without statistics
+    sfedca = SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=0, rule="top-credit")
+    chosen = chosen_ids(clients, sfedca.choose_aggregated(1, replies))
+    assert len(chosen) == 3 and chosen[:2] == [0, 1] and chosen[2] in (2, 4)
 
 
 def test_candidates_are_random_seeded_and_factor_times_k():
     clients = make_clients(20)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)
-    a = SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=2.0).select(1, pool)
-    b = SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=2.0).select(1, pool)
-    c = SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=2.0).select(2, pool)
+    a = SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=1, candidate_factor=2.0).select(1, pool)
+    b = SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=1, candidate_factor=2.0).select(1, pool)
+    c = SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=1, candidate_factor=2.0).select(2, pool)
     assert a == b and len(a) == 6 and a != c
-    assert len(SFedCA(clients, clients_per_round=3, seed=1, candidate_factor=1.5).select(1, pool)) == 5
-    assert len(SFedCA(clients, clients_per_round=3, seed=1).select(1, pool[:4])) == 4  # fewer connected
+    assert len(SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=1, candidate_factor=1.5).select(1, pool)) == 5
+    assert len(SFedCA(clients=clients, min_train_nodes=3, fraction_train=1e-6, seed=1).select(1, pool[:4])) == 4  # fewer connected
 
 
 def test_class_wise_firing_intensity_is_the_network_rate_on_each_class():

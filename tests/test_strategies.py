@@ -7,7 +7,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from strategies import STRATEGIES
 from strategies.base import ClientInfo
-from strategies.validation import check_train_reply
+from core.validation import check_train_reply
 from strategies.clustered import ClusteredSampling, size_clusters
 from strategies.oort import Oort
 from strategies.power_of_choice import highest_loss
@@ -29,16 +29,16 @@ def test_registry_names():
 def test_random_is_seeded_and_sized():
     clients = make_clients([10] * 20)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)
-    a = RandomSelection(clients, 5, seed=3).select(1, pool)
-    b = RandomSelection(clients, 5, seed=3).select(1, pool)
-    c = RandomSelection(clients, 5, seed=4).select(1, pool)
+    a = RandomSelection(clients=clients, fraction_train=1e-6, min_train_nodes=5, seed=3).select(1, pool)
+    b = RandomSelection(clients=clients, fraction_train=1e-6, min_train_nodes=5, seed=3).select(1, pool)
+    c = RandomSelection(clients=clients, fraction_train=1e-6, min_train_nodes=5, seed=4).select(1, pool)
     assert ids(a) == ids(b) and len(set(ids(a))) == 5 and ids(a) != ids(c)
 
 
 def test_fewer_connected_than_wanted_uses_all_connected():
     clients = make_clients([10] * 6)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)[:3]
-    assert ids(RandomSelection(clients, 5, seed=0).select(1, pool)) == [0, 1, 2]
+    assert ids(RandomSelection(clients=clients, fraction_train=1e-6, min_train_nodes=5, seed=0).select(1, pool)) == [0, 1, 2]
 
 
 def test_power_of_choice_keeps_the_highest_losses():
@@ -65,14 +65,14 @@ def test_clustered_always_takes_the_client_that_fills_a_cluster():
     clients = make_clients([50, 30, 20])
     pool = sorted(clients.values(), key=lambda c: c.partition_id)
     for r in range(1, 20):
-        chosen = ids(ClusteredSampling(clients, 2, seed=0).select(r, pool))
+        chosen = ids(ClusteredSampling(clients=clients, fraction_train=1e-6, min_train_nodes=2, seed=0).select(r, pool))
         assert chosen[0] == 0 and len(chosen) == 2 and chosen[1] in (1, 2)
 
 
 def test_oort_explores_unseen_clients_first_then_exploits_utility():
     clients = make_clients([10] * 6)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)
-    oort = Oort(clients, 2, seed=0, explore=0.0, explore_min=0.0)
+    oort = Oort(clients=clients, fraction_train=1e-6, min_train_nodes=2, seed=0, explore_fraction=0.0, explore_min=0.0)
     assert len(oort.select(1, pool)) == 2 and oort.record.scores == {}  # nothing seen: explore
     oort.utility = {i: u for i, u in enumerate([1.0, 50.0, 2.0, 40.0, 3.0, 4.0])}
     oort.last_round = {i: 1 for i in range(6)}
@@ -89,7 +89,7 @@ def test_oort_explores_unseen_clients_first_then_exploits_utility():
 def test_oort_mixes_exploration_and_exploitation():
     clients = make_clients([10] * 10)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)
-    oort = Oort(clients, 4, seed=0, explore=0.5, explore_min=0.5)
+    oort = Oort(clients=clients, fraction_train=1e-6, min_train_nodes=4, seed=0, explore_fraction=0.5, explore_min=0.5)
     oort.utility = {0: 9.0, 1: 8.0, 2: 7.0, 3: 6.0, 4: 5.0}
     oort.last_round = {i: 1 for i in range(5)}
     chosen = ids(oort.select(2, pool))

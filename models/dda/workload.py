@@ -12,11 +12,33 @@ from models.classify import ClassifyWorkload
 from models.dda.networks import build_student
 from models.spiking_cnn import SpikingCNN
 from models.workload import torch_device
-from server.config import ConfigError
+from core.config import ConfigError, Key, RunConfig, above, at_least, share
 
 if TYPE_CHECKING:
     from data import DatasetSpec
-    from server.config import RunConfig
+
+# Run-config keys of DDA (the workload, and the distillation of the global model, dda-distill-every).
+KEYS = {
+    "dda-student": Key(""),
+    "dda-pipeline": Key(""),
+    "dda-images": at_least(512, 1),
+    "dda-inversion-steps": at_least(200, 1),
+    "dda-denoiser-epochs": at_least(30, 1),
+    "dda-variants": at_least(2, 1),
+    "dda-strength": above(0.3, 0, 1),
+    "dda-threshold": at_least(0.8, -1, 1),
+    "dda-temperature": above(4.0, 0),
+    "dda-distill-epochs": at_least(30, 1),
+    "dda-distill-every": at_least(0, 0),
+}
+
+
+def check(cfg: RunConfig) -> None:
+    if cfg.dda_distill_every and cfg.workload not in ("classify", "dda"):
+        raise ConfigError(f"dda-distill-every={cfg.dda_distill_every} distils a classifier; "
+                          f"workload={cfg.workload!r} is not one; accepted: classify, dda (or dda-distill-every=0)")
+    if cfg.workload == "dda" and not cfg.dda_student:
+        raise ConfigError("workload='dda' needs dda-student=<student checkpoint from `spikefed dda distill`>")
 
 
 def load_checkpoint(path: str, key: str) -> dict:

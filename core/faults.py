@@ -11,9 +11,8 @@ import time
 import numpy as np
 import torch
 
-from strategies.validation import FIRING_AFTER
+from core.protocol import FIRING_AFTER
 
-FAULT_KEY = "fault"  # message-config key; empty or absent = behave
 CORRUPTIONS = ("nan", "inf", "shape", "dtype", "missing-key", "firing-rate", "num-examples")
 
 

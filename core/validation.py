@@ -10,10 +10,8 @@ from typing import NamedTuple
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-FIRING_BEFORE = "firing-before/"
-FIRING_AFTER = "firing-after/"
-CLASS_BEFORE = "class-intensity-before"
-CLASS_AFTER = "class-intensity-after"
+from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES
+
 RATES = (FIRING_BEFORE, FIRING_AFTER, CLASS_BEFORE, CLASS_AFTER)  # metrics that must lie in [0, 1]
 
 # Why a selected client's update was not aggregated. The first two come from the
@@ -55,7 +53,7 @@ def check_statistics_reply(content: RecordDict) -> Rejection | None:
 
 def check_metrics(metrics: MetricRecord) -> Rejection | None:
     """A positive integer num-examples, finite metrics, rates in [0, 1]."""
-    examples = metrics.get("num-examples")
+    examples = metrics.get(NUM_EXAMPLES)
     if not isinstance(examples, int) or isinstance(examples, bool) or examples <= 0:
         return Rejection("num-examples", f"num-examples={examples!r} is not a positive integer")
     for key, value in metrics.items():

@@ -1,0 +1,44 @@
+"""The wire protocol between a selection strategy and a ClientApp: record keys and message kinds.
+
+A train reply's MetricRecord carries ``num-examples`` and, for the strategies that need
+them, firing statistics (see ``docs/protocol.md``):
+
+- ``firing-before/<depth>/<layer>`` and ``firing-after/<depth>/<layer>``: each spiking
+  layer's firing rates (a list of floats in [0, 1]) on the local training data, with the
+  received model and with the trained one; the two-digit depth keeps the layers' order,
+  the last is the output layer;
+- ``class-intensity-before`` / ``class-intensity-after``: per class, the network's mean
+  firing rate on the local samples of that class (0 for absent classes);
+- ``loss-sq-mean``: mean squared per-sample training loss (Oort's statistical utility);
+- ``energy-snn`` / ``energy-ann``: joules the client estimates for its local work (optional).
+
+A train config with ``two-phase = true`` asks the client to keep its trained weights and
+reply with the MetricRecord only; an ``UPLOAD`` message for the same ``server-round``
+then asks for the weights. A ``query`` message with a model asks for its ``loss`` on the
+local data (Power-of-Choice).
+"""
+
+from __future__ import annotations
+
+from flwr.app import MessageType
+
+FIRING_BEFORE = "firing-before/"
+FIRING_AFTER = "firing-after/"
+CLASS_BEFORE = "class-intensity-before"
+CLASS_AFTER = "class-intensity-after"
+LOSS_SQ_MEAN = "loss-sq-mean"
+NUM_EXAMPLES = "num-examples"
+ENERGY_KEYS = ("energy-snn", "energy-ann")
+
+SERVER_ROUND = "server-round"  # train/evaluate config: the round being run
+TWO_PHASE_KEY = "two-phase"  # train config: reply with metrics only, keep the weights for the upload
+FAULT_KEY = "fault"  # train config: the fault a client is told to inject (empty = behave)
+MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY)  # config keys the server adds to the run config
+
+UPLOAD = f"{MessageType.TRAIN}.upload"  # second phase: a chosen client sends the weights it kept
+
+
+def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Metric entries ``<prefix><depth>/<layer>``: records travel with sorted keys, so the
+    two-digit depth keeps the layers' order (the last is the output layer)."""
+    return {f"{prefix}{i:02d}/{name}": rates[name] for i, name in enumerate(rates)}

@@ -1,0 +1,35 @@
+"""The packages form layers (README, Layout): imports point down only, so there is no import circle."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# package -> layer: the ground, the plug-ins, the apps, the command line
+LAYERS = {"core": 0, "data": 1, "models": 1, "strategies": 1, "clients": 2, "server": 2, "experiments": 3}
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level SpikeFed packages a module imports at run time (``if TYPE_CHECKING:`` blocks excluded)."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+               and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+    return found & set(LAYERS)
+
+
+def test_imports_point_down_only():
+    wrong = []
+    for package, layer in LAYERS.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for target in imports(path) - {package}:
+                # a plug-in never imports another plug-in, an app never the other app
+                if LAYERS[target] >= layer:
+                    wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert wrong == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,18 @@ from models import get_workload
 from server.app import make_server_app
 from server.config import ConfigError, RunConfig, load_config
 from server.results import load_checkpoint, run_dir
+
+
+class NoRunSimulationDeprecation(logging.Filter):
+    """Flower 1.42 logs on every call that ``run_simulation`` is deprecated in favour of
+    ``flwr run``. SpikeFed calls it to run many federations from one process (grids,
+    benchmarks, tests); `flwr run` is supported as well (README) and runs the same apps."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "The `run_simulation` function is deprecated" not in record.getMessage()
+
+
+logging.getLogger("flwr").addFilter(NoRunSimulationDeprecation())
 
 
 def resolve(overrides: dict[str, Any]) -> RunConfig:

@@ -3,7 +3,9 @@ a checkpoint after every round and resuming from it (run config `resume`)."""
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from logging import ERROR, INFO
@@ -22,6 +24,10 @@ from server.config import ConfigError, RunConfig, load_config
 from server.discovery import discover_clients
 from server.results import RunResults, load_checkpoint, run_dir, set_rng_states
 from strategies import STRATEGIES
+
+# Ray's driver warns on every start that a future Ray will stop hiding GPUs from actors with
+# num_gpus=0; nothing a user does here changes that, and SpikeFed's clients ask for GPUs by num-gpus.
+warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
 
 
 def mean_firing_rate(rates: Mapping[str, list[float]]) -> float:
@@ -139,10 +145,22 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     return results.directory
 
 
+class OneLineConfigErrors(logging.Filter):
+    """Drops Flower's log record of a ConfigError raised by the ServerApp: Flower logs an
+    app's exception with its full traceback, but a bad run config is the user's to fix and
+    :func:`make_server_app` has already said it in one line (the run still fails)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConfigError))
+
+
 def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     """A ServerApp whose run config is Flower's run config updated with ``overrides``
     (how `spikefed run` passes its settings to a programmatic simulation)."""
     app = ServerApp()
+    flower_logger = logging.getLogger("flwr")
+    if not any(isinstance(f, OneLineConfigErrors) for f in flower_logger.filters):
+        flower_logger.addFilter(OneLineConfigErrors())
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:

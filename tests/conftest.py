@@ -1,9 +1,5 @@
-import os
-
 import pytest
 
-# Opt in to Ray's future GPU env-var behaviour; silences its FutureWarning in test runs.
-os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 @pytest.fixture

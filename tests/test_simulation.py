@@ -53,24 +53,36 @@ def test_federated_evaluation_fills_the_accuracy_column(tiny):
     assert all(r["firing_rate"] == "" for r in rows)  # measured by server evaluation only
 
 
-def test_flwr_run_uses_the_same_app(tmp_path):
+def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
     """`flwr run .` with Flower's own CLI and a managed local SuperLink, using SFedCA
-    (its credits need the firing-rate metrics to survive Flower's serialisation)."""
+    (its credits need the firing-rate metrics to survive Flower's serialisation); then
+    invalid values, each reported in one line without a traceback."""
     home = tmp_path / "flwr-home"
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}",
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     results = tmp_path / "results"
     run_config = (f"strategy='sfedca' num-server-rounds=2 num-partitions=3 fraction-train=0.34 min-train-nodes=1 "
                   f"sfedca-rule='top-credit' sfedca-statistic='class' run-name='flwr' results-dir='{results}'")
+
+    def flwr_run(config: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "flwr"), "run", ".", "--run-config", config,
+                               "--federation-config", "num-supernodes=3", "--stream"],
+                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
+
+    bad = {"workload='nope'": "config error: workload='nope' is unknown; accepted: classify, dda, esvae",
+           "lr=-1.0": "config error: lr=-1.0 is out of range; accepted: (0, inf)"}
     try:
-        proc = subprocess.run(
-            [str(BIN / "flwr"), "run", ".", "--run-config", run_config,
-             "--federation-config", "num-supernodes=3", "--stream"],
-            capture_output=True, text=True, cwd=ROOT, env=env, timeout=400,
-        )
+        proc = flwr_run(run_config)
+        refused = {value: flwr_run(value) for value in bad}
     finally:
         # flwr starts a detached flower-superlink that outlives the run: stop ours.
         subprocess.run(["pkill", "-f", f"flower-superlink.*{home}"], check=False)
+    for value, line in bad.items():
+        out = refused[value].stdout + refused[value].stderr
+        assert out.count(line) == 1 and "Traceback" not in out, out[-3000:]
+        # the run fails: Flower's simulation process exits with its exception code (the
+        # `flwr run` command itself exits 0 after streaming, whatever the run's outcome)
+        assert "Exit Code: 700" in out
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_rounds(results / "flwr")
     assert len(rows) == 2

@@ -1,0 +1,1 @@
+"""quickstart-sfedca: a Flower app that uses SpikeFed's client selection."""

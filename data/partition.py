@@ -1,74 +1,101 @@
 """Non-IID partitioning with flwr-datasets' partitioners.
 
 The partitioners run over an in-memory ``datasets.Dataset`` of (label, index) rows;
-a partition is the list of training-sample indices it receives.
+a partition is the list of training-sample indices it receives. The partitions are
+cached under ``data-dir/partitions/`` (named by every key they depend on), so that the
+clients of a simulation read what the ServerApp computed at start.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import warnings
-from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    IidPartitioner,
-    PathologicalPartitioner,
-    Partitioner,
-    ShardPartitioner,
-)
 
-from data.sources import split_of
 from core.config import ConfigError, RunConfig, above, at_least, choice
+from data.sources import split_of
 
-PARTITIONERS: dict[str, Callable[[RunConfig], Partitioner]] = {
-    "iid": lambda cfg: IidPartitioner(num_partitions=cfg.num_partitions),
-    "dirichlet": lambda cfg: DirichletPartitioner(
-        num_partitions=cfg.num_partitions,
-        partition_by="label",
-        alpha=cfg.dirichlet_alpha,
-        min_partition_size=cfg.min_partition_size,
-        seed=cfg.seed,
-    ),
-    "pathological": lambda cfg: PathologicalPartitioner(
-        num_partitions=cfg.num_partitions,
-        partition_by="label",
-        num_classes_per_partition=cfg.classes_per_client,
-        # client i always gets class i mod C: every class is held by some client
-        class_assignment_mode="first-deterministic",
-        seed=cfg.seed,
-    ),
-    "shards": lambda cfg: ShardPartitioner(
-        num_partitions=cfg.num_partitions,
-        partition_by="label",
-        num_shards_per_partition=cfg.shards_per_client,
-        seed=cfg.seed,
-    ),
-}
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
+
+PARTITIONERS = ("dirichlet", "iid", "pathological", "shards")
 
 # Run-config keys of the partitioning.
 KEYS = {
-    "partitioner": choice("dirichlet", tuple(sorted(PARTITIONERS))),
+    "partitioner": choice("dirichlet", PARTITIONERS),
     "num-partitions": at_least(20, 1),
     "dirichlet-alpha": above(0.5, 0),
     "min-partition-size": at_least(5, 0),
     "classes-per-client": at_least(2, 1),
     "shards-per-client": at_least(2, 1),
 }
+# What the partitions depend on: the keys above and the training split's.
+SPLIT_KEYS = ("dataset", "data-dir", "test-fraction", "max-train-samples", "seed")
 
 
-def _split(cfg: RunConfig):
-    return split_of(cfg)
+def partitioner(cfg: RunConfig) -> Partitioner:
+    """The flwr-datasets partitioner ``cfg`` names (imported here: a client that reads its
+    partitions from the cache never loads flwr-datasets, which takes seconds to import)."""
+    from flwr_datasets.partitioner import (DirichletPartitioner, IidPartitioner, PathologicalPartitioner,
+                                           ShardPartitioner)
+
+    if cfg.partitioner == "iid":
+        return IidPartitioner(num_partitions=cfg.num_partitions)
+    if cfg.partitioner == "dirichlet":
+        return DirichletPartitioner(num_partitions=cfg.num_partitions, partition_by="label",
+                                    alpha=cfg.dirichlet_alpha, min_partition_size=cfg.min_partition_size,
+                                    seed=cfg.seed)
+    if cfg.partitioner == "pathological":
+        # client i always gets class i mod C: every class is held by some client
+        return PathologicalPartitioner(num_partitions=cfg.num_partitions, partition_by="label",
+                                       num_classes_per_partition=cfg.classes_per_client,
+                                       class_assignment_mode="first-deterministic", seed=cfg.seed)
+    return ShardPartitioner(num_partitions=cfg.num_partitions, partition_by="label",
+                            num_shards_per_partition=cfg.shards_per_client, seed=cfg.seed)
+
+
+def cache_path(cfg: RunConfig) -> Path:
+    """Where the partitions of ``cfg`` are kept (under data-dir, named by what they depend on)."""
+    keys = {k: cfg[k] for k in (*SPLIT_KEYS, *KEYS)} | {"flwr-datasets": version("flwr-datasets")}
+    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(cfg.data_dir) / "partitions" / f"{digest}.npz"
 
 
 @functools.lru_cache(maxsize=8)
 def partition_indices(cfg: RunConfig) -> tuple[np.ndarray, ...]:
-    """Training-sample indices of every partition (computed once per process and config)."""
-    labels = _split(cfg).y_train
+    """Training-sample indices of every partition: read from the cache, else computed with
+    flwr-datasets and cached (the ServerApp computes them at start; its clients read them)."""
+    path = cache_path(cfg)
+    try:
+        with np.load(path) as stored:
+            return tuple(stored[f"p{i}"] for i in range(cfg.num_partitions))
+    except (OSError, KeyError, ValueError):
+        pass
+    parts = compute_partitions(cfg)
+    try:  # written whole under a temporary name, then renamed: a reader never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, **{f"p{i}": p for i, p in enumerate(parts)})
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a read-only data-dir: every process computes its own
+    return parts
+
+
+def compute_partitions(cfg: RunConfig) -> tuple[np.ndarray, ...]:
+    """Run the partitioner; ConfigError with advice when it cannot split the data."""
+    import datasets
+
+    labels = split_of(cfg).y_train
     rows = datasets.Dataset.from_dict({"label": labels, "index": np.arange(len(labels))})
-    part = PARTITIONERS[cfg.partitioner](cfg)
+    part = partitioner(cfg)
     # IidPartitioner shards contiguously: shuffle first so that IID means IID.
     part.dataset = rows.shuffle(seed=cfg.seed)
     try:
@@ -101,7 +128,7 @@ def partition_sizes(cfg: RunConfig) -> list[int]:
 def client_train_data(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
     """The (images, labels) of one client's training partition."""
     idx = partition_indices(cfg)[partition_id]
-    split = _split(cfg)
+    split = split_of(cfg)
     return split.x_train[idx], split.y_train[idx]
 
 
@@ -110,7 +137,7 @@ def client_test_data(cfg: RunConfig, partition_id: int) -> tuple[np.ndarray, np.
 
     Used for federated evaluation: the clients' shares together are the test split.
     """
-    split = _split(cfg)
+    split = split_of(cfg)
     order = np.random.default_rng(cfg.seed).permutation(len(split.y_test))
     idx = np.array_split(order, cfg.num_partitions)[partition_id]
     return split.x_test[idx], split.y_test[idx]

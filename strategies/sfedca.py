@@ -33,7 +33,7 @@ SpikeFed's additions, each a run-config key:
   number of examples) is closest to class-uniform in L1 distance: exact over all subsets
   when there are at most :data:`EXACT_SUBSETS` of them, greedy otherwise. This makes the
   abstract's "aggregate the clients that contribute to a balanced global sample
-  distribution" concrete; the README's measurements say which rule wins where.
+  distribution" concrete; docs/experiments.md says which rule wins where.
 - ``sfedca-candidate-factor``: m = ceil(factor x k) candidates train (default 2).
 - Two phases per round (:attr:`SFedCA.TWO_PHASE`): the candidates train and reply with
   their statistics only; the chosen k upload their weights (the paper's communication

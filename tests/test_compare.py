@@ -132,7 +132,8 @@ def test_bad_experiment_files_are_refused_with_one_line(tmp_path, text, sets, me
 
 
 def compare(*args, results, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "experiments", "compare", str(SMOKE), "--set", f"results-dir={results}", *args]
+    cmd = [sys.executable, "-m", "experiments", "compare", str(SMOKE), "--set", f"results-dir={results}",
+           "--set", "local-epochs=1", *args]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

@@ -62,3 +62,22 @@ def test_client_test_shares_cover_the_test_split_once():
     split = load_split("digits", cfg.data_dir, cfg.test_fraction, cfg.seed)
     sizes = [len(client_test_data(cfg, i)[1]) for i in range(7)]
     assert sum(sizes) == len(split.y_test) and min(sizes) > 0
+
+
+def test_partitions_are_cached_and_read_back_without_flwr_datasets(tmp_path):
+    """The ServerApp computes the partitions once; a client process reads the same indices
+    from data-dir without importing flwr-datasets (seconds per Ray actor)."""
+    import subprocess
+    import sys
+
+    from data.partition import cache_path
+
+    cfg = load_config({"num-partitions": 7, "data-dir": str(tmp_path), "seed": 3})
+    computed = partition_indices(cfg)
+    assert cache_path(cfg).exists() and cache_path(cfg) != cache_path(load_config({**cfg, "seed": 4}))
+    probe = ("import sys; from server.config import load_config; from data.partition import partition_indices; "
+             f"parts = partition_indices(load_config({{'num-partitions': 7, 'data-dir': {str(tmp_path)!r}, 'seed': 3}})); "
+             "assert 'flwr_datasets' not in sys.modules; print(' '.join(str(int(p.sum())) for p in parts))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(int(p.sum())) for p in computed]

@@ -26,6 +26,35 @@ def test_registry_names():
     assert set(STRATEGIES) >= {"random", "power-of-choice", "oort", "clustered"}
 
 
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_is_built_like_fedavg(name):
+    """No arguments needed, FedAvg's keyword arguments accepted, each run-config key of its own a keyword."""
+    from flwr.serverapp.strategy import FedAvg
+
+    cls = STRATEGIES[name]
+    assert isinstance(cls(), FedAvg)
+    strategy = cls(fraction_train=0.3, min_train_nodes=3, fraction_evaluate=0.0, min_available_nodes=7, seed=4)
+    assert (strategy.fraction_train, strategy.min_available_nodes, strategy.seed) == (0.3, 7, 4)
+    assert strategy.wanted(20) == 6 and strategy.wanted(5) == 3  # Flower's rule: max(int(0.3 N), 3)
+    options = {key.removeprefix(cls.PREFIX).replace("-", "_"): spec.default for key, spec in cls.KEYS.items()}
+    cls(**options)  # a key the constructor did not take would raise TypeError
+    with pytest.raises(TypeError):
+        cls(no_such_option=1)
+
+
+def test_without_discovery_clients_are_node_ids_sized_by_their_replies():
+    from flwr.app import Message, MessageType, Metadata
+
+    strategy = RandomSelection(fraction_train=0.5, min_train_nodes=1)
+    assert strategy.client(123) == ClientInfo(123, 123, 1)
+    strategy._global_arrays = ArrayRecord({"w": torch.zeros(2)})
+    metadata = Metadata(run_id=1, message_id="", src_node_id=123, dst_node_id=0, reply_to_message_id="m",
+                        group_id="", created_at=0.0, ttl=60.0, message_type=MessageType.TRAIN)
+    content = RecordDict({"arrays": ArrayRecord({"w": torch.ones(2)}), "metrics": MetricRecord({"num-examples": 37})})
+    assert len(strategy.valid_train_replies([Message(content=content, metadata=metadata)], [])) == 1
+    assert strategy.client(123) == ClientInfo(123, 123, 37)
+
+
 def test_random_is_seeded_and_sized():
     clients = make_clients([10] * 20)
     pool = sorted(clients.values(), key=lambda c: c.partition_id)

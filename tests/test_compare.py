@@ -1,5 +1,6 @@
 """`spikefed compare`: the experiment file, the summary arithmetic, and the smoke grid end to end."""
 
+import math
 import signal
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import pandas as pd
 import pytest
 
 from experiments.grid import load_experiment
-from experiments.report import TIMING_COLUMNS, rounds_to_target, summarise
+from experiments.report import rounds_to_target, summarise
+from experiments.simulation import read_rounds
 from server.config import ConfigError, clients_per_round
+from strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "configs" / "smoke.toml"
@@ -132,73 +135,88 @@ def test_bad_experiment_files_are_refused_with_one_line(tmp_path, text, sets, me
 
 
 def compare(*args, results, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "experiments", "compare", str(SMOKE), "--set", f"results-dir={results}",
-           "--set", "local-epochs=1", *args]
+    cmd = [sys.executable, "-m", "experiments", "compare", str(SMOKE), "--set", f"results-dir={results}", *args]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
     return out, err
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted run of smoke.toml."""
-    results = tmp_path_factory.mktemp("uninterrupted")
-    finish(compare(results=results))
-    return results / "smoke"
+def check_strategy_rows(strategy: str, rows: list[dict]) -> None:
+    """What every strategy's run records: its choice, accuracy, bytes and energy per round."""
+    assert [r["round"] for r in rows] == ["1", "2"]
+    for row in rows:
+        chosen = row["selected_clients"].split()
+        assert 1 <= len(chosen) <= 2 and set(chosen) <= {str(i) for i in range(6)}
+        assert math.isfinite(float(row["test_accuracy"]))
+        assert int(row["uplink_bytes"]) > 0 and int(row["downlink_bytes"]) > 0
+        # spiking energy below the same-shape ANN's: sparse accumulates against MACs
+        assert 0 < float(row["energy_snn_j"]) < float(row["energy_ann_j"])
+    assert float(rows[1]["energy_snn_j_cumulative"]) == pytest.approx(
+        float(rows[0]["energy_snn_j"]) + float(rows[1]["energy_snn_j"]), rel=1e-4)
+    if strategy == "sfedca":  # two phases: 4 candidates train, 2 upload their weights
+        for row in rows:
+            model = int(row["downlink_bytes"]) / 4
+            assert row["client_updates"] == "4" and len(row["selected_clients"].split()) == 2
+            scored = {pair.split(":")[0] for pair in row["scores"].split()}
+            assert len(scored) == 4 and set(row["selected_clients"].split()) <= scored
+            assert 2 * model < int(row["uplink_bytes"]) < 2.5 * model
+    elif strategy != "power-of-choice":  # one phase: every trained client uploads (PoC also sends queries)
+        for row in rows:
+            assert int(row["uplink_bytes"]) > int(row["downlink_bytes"]) * 0.9
 
 
 @pytest.mark.slow
-def test_smoke_grid_writes_runs_summary_plots_and_report(smoke_run):
-    experiment = load_experiment(SMOKE)
-    summary = pd.read_csv(smoke_run / "summary.csv")
-    assert len(summary) == len(experiment.strategies) * len(experiment.partitions)
-    assert set(summary["strategy"]) == set(experiment.strategies)
-    assert summary["final_accuracy_mean"].between(0, 1).all()
-    runs = pd.read_csv(smoke_run / "runs.csv")
-    rounds = experiment.cells()[0].config.num_server_rounds
-    assert len(runs) == len(experiment.cells()) * rounds
-    assert (runs.groupby(["strategy", "seed"])["round"].max() == rounds).all()
-    # SFedCA trains a candidate set larger than the aggregated set; random trains what it aggregates
-    updates = summary.set_index("strategy")["client_updates_mean"]
-    assert updates["sfedca"] > updates["random"] == rounds * clients_per_round(experiment.cells()[0].config)
-    pngs = sorted(smoke_run.glob("*.png"))
-    assert {p.name for p in pngs} == {"rounds-to-target.png"} | {f"accuracy-{p}.png" for p in experiment.partitions}
-    for png in pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        height, width, _ = matplotlib.image.imread(png).shape
-        assert height > 100 and width > 100
-    report = (smoke_run / "report.md").read_text()
-    assert "| partition" in report and all(f"({p.name})" in report for p in pngs)
-
-
-@pytest.mark.slow
-def test_interrupted_grid_resumes_to_the_same_summary(smoke_run, tmp_path):
-    experiment = load_experiment(SMOKE, {"results-dir": str(tmp_path)})
-    first, second = (tmp_path / "smoke" / "cells" / c.id for c in experiment.cells())
+def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
+    """smoke.toml over every strategy (2 rounds): Ctrl-C after the first cell, `--dry-run`
+    lists what is complete, the rerun skips it; then every strategy's rows, the summary,
+    plots and report. Runs repeat exactly for a seed (tests/test_reliability.py), so a
+    resumed grid equals an uninterrupted one once complete cells are kept as they are."""
+    sets = ["--set", f"strategies={','.join(sorted(STRATEGIES))}", "--set", "num-server-rounds=2",
+            "--set", "local-epochs=1"]
+    experiment = load_experiment(SMOKE, {"results-dir": str(tmp_path), "strategies": ",".join(sorted(STRATEGIES)),
+                                         "num-server-rounds": "2"})
+    cells = [tmp_path / "smoke" / "cells" / c.id for c in experiment.cells()]
     # Ctrl-C reaches a process whose SIGINT is at its default (a background runner may ignore it)
-    proc = compare(results=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while not (first / "cell.json").exists():  # Ctrl-C once the first cell is complete
+    proc = compare(*sets, results=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while not (cells[0] / "cell.json").exists():  # Ctrl-C once the first cell is complete
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    assert not (second / "cell.json").exists()
-    finished_at = (first / "cell.json").stat().st_mtime_ns
+    assert not (cells[1] / "cell.json").exists()
+    finished_at = (cells[0] / "cell.json").stat().st_mtime_ns
 
-    listing, _ = finish(compare("--dry-run", results=tmp_path))
-    assert f"{first.name}\tcomplete" in listing and f"{second.name}\tto run" in listing
+    listing, _ = finish(compare(*sets, "--dry-run", results=tmp_path))
+    assert f"{cells[0].name}\tcomplete" in listing and f"{cells[1].name}\tto run" in listing
 
-    _, err = finish(compare(results=tmp_path))
-    assert "1 of 2 cells already complete" in err
-    assert (first / "cell.json").stat().st_mtime_ns == finished_at  # not run again
-    # the downlink carries the run config, whose results-dir differs between the two grids
-    varying = [*TIMING_COLUMNS, "downlink_bytes_mean"]
-    resumed = pd.read_csv(tmp_path / "smoke" / "summary.csv").drop(columns=varying)
-    whole = pd.read_csv(smoke_run / "summary.csv").drop(columns=varying)
-    pd.testing.assert_frame_equal(resumed, whole)
+    _, err = finish(compare(*sets, results=tmp_path))
+    assert f"1 of {len(cells)} cells already complete" in err
+    assert (cells[0] / "cell.json").stat().st_mtime_ns == finished_at  # not run again
+
+    for cell in experiment.cells():
+        check_strategy_rows(cell.strategy, read_rounds(tmp_path / "smoke" / "cells" / cell.id))
+    out = tmp_path / "smoke"
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == len(experiment.strategies) * len(experiment.partitions)
+    assert set(summary["strategy"]) == set(experiment.strategies)
+    assert summary["final_accuracy_mean"].between(0, 1).all()
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == len(experiment.cells()) * 2
+    assert (runs.groupby(["strategy", "seed"])["round"].max() == 2).all()
+    # SFedCA trains a candidate set larger than the aggregated set; random trains what it aggregates
+    updates = summary.set_index("strategy")["client_updates_mean"]
+    assert updates["sfedca"] > updates["random"] == 2 * clients_per_round(experiment.cells()[0].config)
+    pngs = sorted(out.glob("*.png"))
+    assert {p.name for p in pngs} == {"rounds-to-target.png"} | {f"accuracy-{p}.png" for p in experiment.partitions}
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(png).shape
+        assert height > 100 and width > 100
+    report = (out / "report.md").read_text()
+    assert "| partition" in report and all(f"({p.name})" in report for p in pngs)

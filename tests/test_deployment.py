@@ -116,12 +116,12 @@ def test_tls_and_supernode_auth_run_sfedca_and_refuse_an_unregistered_node(feder
     for i in (0, 1):
         supernode(i, f"supernode-{i}", i)
     run = federation.cli("run", str(ROOT), "local-tls", "--stream", "--run-config",
-                         'num-server-rounds=2 num-partitions=2 strategy="sfedca" local-epochs=1 '
+                         'num-server-rounds=1 num-partitions=2 strategy="sfedca" local-epochs=1 '
                          f'fraction-train=0.5 min-train-nodes=1 results-dir="{results}"', timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (directory,) = results.iterdir()
     rows = read_rounds(directory)
-    assert [r["round"] for r in rows] == ["1", "2"] and all(r["test_accuracy"] for r in rows)
+    assert [r["round"] for r in rows] == ["1"] and all(r["test_accuracy"] for r in rows)
 
     # a SuperNode whose key was never registered is refused; the federation is unaffected
     intruder = supernode(2, "supernode-2", 0, "--max-retries", "2")

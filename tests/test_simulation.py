@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.simulation import read_rounds, resolve, simulate
-from strategies import STRATEGIES
+from experiments.simulation import read_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -31,17 +30,17 @@ def results_of(proc) -> Path:
     return Path(line.removeprefix("results: "))
 
 
-def test_simulation_writes_results_and_repeats_with_the_same_seed(tiny):
-    runs = [results_of(spikefed_run({**tiny, "run-name": f"run{i}"})) for i in range(2)]
-    rows = [read_rounds(d) for d in runs]
-    assert [r["round"] for r in rows[0]] == ["1", "2"]
-    for row in rows[0]:
+def test_simulation_writes_results(tiny):
+    """`spikefed run` end to end. That a run repeats exactly with the same seed, across
+    processes, is checked by the kill -9 test in tests/test_reliability.py."""
+    run = results_of(spikefed_run({**tiny, "run-name": "run"}))
+    rows = read_rounds(run)
+    assert [r["round"] for r in rows] == ["1", "2"]
+    for row in rows:
         assert math.isfinite(float(row["test_accuracy"])) and 0 <= float(row["test_accuracy"]) <= 1
         assert len(row["selected_clients"].split()) == 2  # fraction-train 0.5 of 4 clients
         assert 0 < float(row["firing_rate"]) <= 1
-    assert (runs[0] / "config.json").exists() and (runs[0] / "checkpoint.pt").exists()
-    for key in ("test_accuracy", "test_loss", "train_loss", "selected_clients"):
-        assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]]
+    assert (run / "config.json").exists() and (run / "checkpoint.pt").exists()
 
 
 def test_federated_evaluation_fills_the_accuracy_column(tiny):
@@ -94,31 +93,3 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
         # two phases: 2 models down, 2 statistics replies and 1 model up
         model = int(row["downlink_bytes"]) / 2
         assert model < int(row["uplink_bytes"]) < 1.3 * model
-
-
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_every_strategy_runs_end_to_end_and_records_its_selection(strategy, tmp_path):
-    # in this process (the CLI is covered above): the simulation is the same, without a Python start-up
-    cfg = resolve({"strategy": strategy, "num-partitions": 6, "num-server-rounds": 2, "fraction-train": 0.34,
-                   "local-epochs": 1, "run-name": strategy, "results-dir": str(tmp_path)})
-    rows = read_rounds(simulate(cfg))
-    assert [r["round"] for r in rows] == ["1", "2"]
-    for row in rows:
-        chosen = row["selected_clients"].split()
-        assert 1 <= len(chosen) <= 2 and set(chosen) <= {str(i) for i in range(6)}
-        assert math.isfinite(float(row["test_accuracy"]))
-        assert int(row["uplink_bytes"]) > 0 and int(row["downlink_bytes"]) > 0
-        # spiking energy below the same-shape ANN's: sparse accumulates against MACs
-        assert 0 < float(row["energy_snn_j"]) < float(row["energy_ann_j"])
-    assert float(rows[1]["energy_snn_j_cumulative"]) == pytest.approx(
-        float(rows[0]["energy_snn_j"]) + float(rows[1]["energy_snn_j"]), rel=1e-4)
-    if strategy == "sfedca":  # two phases: 4 candidates train, 2 upload their weights
-        for row in rows:
-            model = int(row["downlink_bytes"]) / 4
-            assert row["client_updates"] == "4" and len(row["selected_clients"].split()) == 2
-            scored = {pair.split(":")[0] for pair in row["scores"].split()}
-            assert len(scored) == 4 and set(row["selected_clients"].split()) <= scored
-            assert 2 * model < int(row["uplink_bytes"]) < 2.5 * model
-    elif strategy != "power-of-choice":  # one phase: every trained client uploads (PoC also sends queries)
-        for row in rows:
-            assert int(row["uplink_bytes"]) > int(row["downlink_bytes"]) * 0.9

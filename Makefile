@@ -35,8 +35,12 @@ fashion-mnist:
 demo: install
 	$(BIN)/spikefed run
 
+# Two workers, each with its own local Ray cluster (tests/conftest.py); tests marked with the
+# same xdist_group (a shared module fixture, Flower's fixed local ports) run on one worker.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -ra --durations=15
+	$(BIN)/python -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 # Every benchmark at full size (about 20 minutes on 2 cores); tables in docs/benchmarks/.
 bench: install

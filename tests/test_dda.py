@@ -20,6 +20,8 @@ from models.dda.synthesis import invert
 from server.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# the module fixtures (teacher, CLI run) are built once: this file's tests share one xdist worker
+pytestmark = pytest.mark.xdist_group("dda")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+# Flower's managed local SuperLink listens on fixed ports: `flwr run` tests share one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flwr-local-superlink")]
 
 
 def test_flwr_run_of_the_quickstart_completes_with_sfedca_and_with_random(tmp_path):

@@ -52,6 +52,7 @@ def test_federated_evaluation_fills_the_accuracy_column(tiny):
     assert all(r["firing_rate"] == "" for r in rows)  # measured by server evaluation only
 
 
+@pytest.mark.xdist_group("flwr-local-superlink")  # fixed ports: never beside another `flwr run` test
 def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
     """`flwr run .` with Flower's own CLI and a managed local SuperLink, using SFedCA
     (its credits need the firing-rate metrics to survive Flower's serialisation); then

@@ -1,7 +1,9 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,9 @@ def shared_ray_cluster(request):
     """One local Ray cluster (on 127.0.0.1) for every simulation of the session: runs join it
     through RAY_ADDRESS, which `ray.init` reads, instead of starting and stopping a Ray of
     their own (about 15 s each on 2 cores). Started only when slow tests are selected;
-    `ray start --block` is its handle: terminating it stops the cluster's processes."""
+    `ray start --block` is its handle: terminating it stops the cluster's processes. Its own
+    --temp-dir keeps its address file away from /tmp/ray, where a later `ray.init()` without
+    an address would find it and try to join the stopped cluster."""
     if not any(item.get_closest_marker("slow") for item in request.session.items):
         yield None
         return
@@ -23,8 +27,9 @@ def shared_ray_cluster(request):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={port}", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+                             f"--port={port}", f"--temp-dir={temp_dir}", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
                              "--disable-usage-stats", f"--object-store-memory={1 << 30}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
@@ -42,6 +47,7 @@ def shared_ray_cluster(request):
             os.environ["RAY_ADDRESS"] = previous
         head.terminate()
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture

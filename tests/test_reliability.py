@@ -159,7 +159,7 @@ def counts(cell: str) -> dict[str, int]:
 def test_a_run_with_crashing_straggling_and_corrupt_clients_completes(tmp_path, strategy):
     cfg = resolve({
         "strategy": strategy, "num-partitions": 10, "fraction-train": 1.0, "num-server-rounds": 2,
-        "fault-crash": 0.3, "fault-straggle": 0.1, "fault-corrupt": 0.1, "round-timeout": 12, "local-epochs": 1,
+        "fault-crash": 0.3, "fault-straggle": 0.1, "fault-corrupt": 0.1, "round-timeout": 20, "local-epochs": 1,
         "num-cpus": 0.5, "results-dir": str(tmp_path), "run-name": "faults",
     })
     directory = simulate(cfg)

@@ -34,9 +34,8 @@ class Key:
 
     def parse(self, name: str, value: Any) -> Any:
         value = coerce(name, value, self.default)
-        if self.accepted is not None:
-            if value not in self.accepted:
-                raise ConfigError(f"{name}={value!r} is unknown; accepted: {', '.join(map(str, self.accepted))}")
+        if self.accepted is not None and value not in self.accepted:
+            raise ConfigError(f"{name}={value!r} is unknown; accepted: {', '.join(map(str, self.accepted))}")
         check_range(name, value, self.low, self.high, self.low_open)
         return value
 

@@ -195,6 +195,5 @@ class SFedCA(SelectionStrategy):
             chosen = [usable[i] for i in picked]
         places = min(self.clients_per_round - len(chosen), len(without))
         if places > 0:
-            rng = self.round_rng(server_round, "fill")
-            chosen += [without[i] for i in rng.choice(len(without), places, replace=False)]
+            chosen += self.sample(self.round_rng(server_round, "fill"), without, places)
         return sorted(chosen, key=lambda m: self.client(m.metadata.src_node_id).partition_id)

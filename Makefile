@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # uv, at Flower's own pin (flwr depends on it), installs in seconds what pip takes minutes
 # over. It does not read pip's configuration, so the extra indexes pip is configured with
-# (where a machine keeps torch's files on disk) are handed to it.
+# (where a machine keeps torch's files on disk) are handed to it, compared version by version
+# with PyPI as pip does (uv's default takes a package only from the first index that has it).
 PIP_INDEXES := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
@@ -17,8 +18,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'uv>=0.13.5,<0.14'
-	$(BIN)/uv pip install --quiet --python $(BIN)/python $(if $(PIP_INDEXES),--extra-index-url "$(PIP_INDEXES)") \
-	  $(TORCH) -e '.[test]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+	  $(if $(PIP_INDEXES),--extra-index-url "$(PIP_INDEXES)" --index-strategy unsafe-best-match) $(TORCH) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed fashion-mnist

@@ -42,7 +42,7 @@ demo: install
 
 # Two workers, each with its own local Ray cluster (tests/conftest.py); tests marked with the
 # same xdist_group (a shared module fixture, Flower's fixed local ports) run on one worker.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 test: install
 	$(BIN)/python -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup

@@ -7,6 +7,8 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # over. It does not read pip's configuration, so the extra indexes pip is configured with
 # (where a machine keeps torch's files on disk) are handed to it, compared version by version
 # with PyPI as pip does (uv's default takes a package only from the first index that has it).
+# Bytecode is compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (as here),
+# every process would otherwise compile torch's modules from source at each import.
 PIP_INDEXES := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
@@ -18,8 +20,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'uv>=0.13.5,<0.14'
-	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
 	  $(if $(PIP_INDEXES),--extra-index-url "$(PIP_INDEXES)" --index-strategy unsafe-best-match) $(TORCH) -e '.[test]'
+	$(BIN)/python -m compileall -q core data models strategies clients server experiments
 	touch $@
 
 install: $(VENV)/.installed fashion-mnist

@@ -21,6 +21,7 @@ from core.config import RunConfig
 from core.protocol import FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, SERVER_ROUND
 from data import client_test_data, client_train_data, split_of
 from models import get_workload
+from models.device import model_device
 
 app = ClientApp()
 
@@ -96,10 +97,11 @@ def train(msg: Message, context: Context) -> Message:
     fault = str(msg.content["config"].get(FAULT_KEY, ""))
     faults.before_training(fault, cfg.round_timeout)
     server_round = int(msg.content["config"][SERVER_ROUND])
-    arrays, metrics = local_update(cfg, pid, _global_model(msg, cfg), server_round)
+    model = _global_model(msg, cfg)
+    arrays, metrics = local_update(cfg, pid, model, server_round)
     if fault.startswith("corrupt:"):
         faults.corrupt(fault, arrays, metrics)
-    return train_reply(msg, context, arrays, metrics)
+    return train_reply(msg, context, arrays, metrics, model_device(model))
 
 
 @app.train("upload")

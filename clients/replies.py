@@ -15,13 +15,15 @@ SpikeFed's own ClientApp uses these, and so can anyone's::
 
 from __future__ import annotations
 
+import socket
+import sys
 from collections.abc import Callable, Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from core.protocol import (CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES, SERVER_ROUND,
-                           TWO_PHASE_KEY, firing_metrics)
+from core.protocol import (CLASS_AFTER, CLASS_BEFORE, EXECUTOR, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES,
+                           SERVER_ROUND, TWO_PHASE_KEY, firing_metrics)
 from models.firing import FiringStatistics, firing_statistics
 
 # node-state records of a two-phase round: the trained weights, their metrics, the round
@@ -34,19 +36,31 @@ def statistics_metrics(before: FiringStatistics, after: FiringStatistics) -> dic
             CLASS_BEFORE: before.class_intensity, CLASS_AFTER: after.class_intensity}
 
 
+def executor(device: torch.device) -> ConfigRecord:
+    """Where this process runs: its Ray node inside a Ray simulation (ClientApps run in Ray
+    actors there), else its host name; and ``device``."""
+    host = socket.gethostname()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        host = f"ray-{sys.modules['ray'].get_runtime_context().get_node_id()[:8]}"
+    return ConfigRecord({"host": host, "device": str(device)})
+
+
 def train_reply(msg: Message, context: Context, arrays: Mapping[str, torch.Tensor],
-                metrics: Mapping[str, int | float | list]) -> Message:
-    """The reply to a train message: the trained ``arrays`` and ``metrics``; or, when the
-    train config says ``two-phase``, the metrics only, the weights kept in the node's state
-    until :func:`upload_reply` is asked for them."""
+                metrics: Mapping[str, int | float | list], device: torch.device | None = None) -> Message:
+    """The reply to a train message: the trained ``arrays`` and ``metrics`` (and where they
+    were trained, :func:`executor`); or, when the train config says ``two-phase``, the
+    metrics only, the weights kept in the node's state until :func:`upload_reply` is asked
+    for them. ``device``: where they were trained (default: where ``arrays`` are)."""
+    where = executor(device or next(iter(arrays.values())).device)
     arrays = ArrayRecord({k: v.detach().cpu() for k, v in arrays.items()})
     config = msg.content.config_records.get("config", ConfigRecord())
     if not config.get(TWO_PHASE_KEY, False):
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(dict(metrics))}), reply_to=msg)
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(dict(metrics)), EXECUTOR: where}),
+                       reply_to=msg)
     context.state[KEPT_ARRAYS] = arrays
     context.state[KEPT_METRICS] = MetricRecord(dict(metrics))
     context.state[KEPT_ROUND] = ConfigRecord({SERVER_ROUND: int(config[SERVER_ROUND])})
-    return Message(RecordDict({"metrics": MetricRecord(dict(metrics))}), reply_to=msg)
+    return Message(RecordDict({"metrics": MetricRecord(dict(metrics)), EXECUTOR: where}), reply_to=msg)
 
 
 def upload_reply(msg: Message, context: Context) -> Message:

@@ -16,6 +16,10 @@ A train config with ``two-phase = true`` asks the client to keep its trained wei
 reply with the MetricRecord only; an ``UPLOAD`` message for the same ``server-round``
 then asks for the weights. A ``query`` message with a model asks for its ``loss`` on the
 local data (Power-of-Choice).
+
+A train reply may also carry a ConfigRecord ``executor`` saying where the update ran:
+``host`` (the Ray node id inside a Ray simulation, else the host name) and ``device``
+(``cpu``, ``cuda:0``, ...); SpikeFed's results count them per round.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ CLASS_AFTER = "class-intensity-after"
 LOSS_SQ_MEAN = "loss-sq-mean"
 NUM_EXAMPLES = "num-examples"
 ENERGY_KEYS = ("energy-snn", "energy-ann")
+EXECUTOR = "executor"  # train reply ConfigRecord: where the update ran (host, device)
 
 SERVER_ROUND = "server-round"  # train/evaluate config: the round being run
 TWO_PHASE_KEY = "two-phase"  # train config: reply with metrics only, keep the weights for the upload

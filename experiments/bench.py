@@ -31,13 +31,17 @@ from torch import nn
 from server.config import RunConfig, clients_per_round, load_config
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
+    """Median seconds of ``fn()``; on CUDA each call is waited for (kernels run asynchronously)."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -203,13 +207,14 @@ def same_shape_ann(snn: nn.Module) -> nn.Module:
     return ann
 
 
-def spiking(timesteps: list[int], batch_size: int, image_size: int, repeats: int) -> list[dict]:
+def spiking(timesteps: list[int], batch_size: int, image_size: int, repeats: int,
+            device: torch.device = torch.device("cpu")) -> list[dict]:
     """Median ms of one training step (forward, backward, Adam) per model and mode."""
     from models.spiking_cnn import SpikingCNN
 
     torch.manual_seed(0)
-    x = torch.rand(batch_size, 1, image_size, image_size)
-    y = torch.randint(0, 10, (batch_size,))
+    x = torch.rand(batch_size, 1, image_size, image_size, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
 
     def trainer(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -222,17 +227,43 @@ def spiking(timesteps: list[int], batch_size: int, image_size: int, repeats: int
             functional.reset_net(model)
         return train_step
 
-    base = SpikingCNN(1, image_size, 10, 1)
+    base = SpikingCNN(1, image_size, 10, 1).to(device)
     ann = same_shape_ann(base)
-    ann_ms = 1000 * median_time(trainer(ann, lambda: ann(x).softmax(1)), repeats, warmup=3)
+    ann_ms = 1000 * median_time(trainer(ann, lambda: ann(x).softmax(1)), repeats, warmup=3, device=device)
     rows = [{"model": "ANN (same shape)", "T": 1, "mode": "-", "ms_per_step": ann_ms, "ratio_to_T_x_ann": 1.0}]
     for t in timesteps:
-        snn = SpikingCNN(1, image_size, 10, t)
-        multi = 1000 * median_time(trainer(snn, lambda: snn(x).mean(0)), repeats, warmup=3)
+        snn = SpikingCNN(1, image_size, 10, t).to(device)
+        multi = 1000 * median_time(trainer(snn, lambda: snn(x).mean(0)), repeats, warmup=3, device=device)
         single_net = copy.deepcopy(snn.net)
         functional.set_step_mode(single_net, "s")
-        single = 1000 * median_time(
-            trainer(single_net, lambda: torch.stack([single_net(x) for _ in range(t)]).mean(0)), repeats, warmup=3)
+        single = 1000 * median_time(trainer(single_net, lambda: torch.stack([single_net(x) for _ in range(t)]).mean(0)),
+                                    repeats, warmup=3, device=device)
         rows += [{"model": "spiking CNN", "T": t, "mode": mode, "ms_per_step": ms, "ratio_to_T_x_ann": ms / (t * ann_ms)}
                  for mode, ms in (("multi-step", multi), ("single-step", single))]
     return rows
+
+
+def vae_steps(timesteps: int, batch_size: int, image_size: int, repeats: int,
+              device: torch.device = torch.device("cpu")) -> list[dict]:
+    """Median ms of one training step (loss, backward, Adam) of ESVAE and of the same-shape ANN VAE."""
+    from models.esvae import ESVAE, AnnVAE
+
+    torch.manual_seed(0)
+    x = torch.rand(batch_size, 1, image_size, image_size, device=device)
+    rows = []
+    for name, model in (("ANN VAE (same shape)", AnnVAE(1, image_size, 32)),
+                        ("ESVAE", ESVAE(1, image_size, 32, timesteps))):
+        model = model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def train_step() -> None:
+            loss, _ = model.loss(x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            functional.reset_net(model)
+        ms = 1000 * median_time(train_step, repeats, warmup=2, device=device)
+        rows.append({"model": name, "T": timesteps if name == "ESVAE" else 1, "mode": "multi-step",
+                     "ms_per_step": ms, "image_size": image_size, "batch_size": batch_size})
+    return rows
+

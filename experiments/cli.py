@@ -166,6 +166,8 @@ def compare(
         raise typer.Exit(1)
 
 
+NumGpus = Annotated[float, typer.Option(help="> 0: train on CUDA when torch sees a GPU (said when it does not)")]
+
 esvae_app = typer.Typer(help="ESVAE (spiking VAE with a Poisson latent) trained centrally.", no_args_is_help=True)
 app.add_typer(esvae_app, name="esvae")
 
@@ -183,6 +185,7 @@ def esvae_train(
     mmd_kernel: Annotated[str, typer.Option(help="rbf or linear")] = "rbf",
     seed: Annotated[int, typer.Option(help="seed of init, batches, sampling")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    num_gpus: NumGpus = 0.0,
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/esvae-<model>-<dataset>-seed<seed>]")] = None,
 ) -> None:
     """Train ESVAE or the ANN VAE; write checkpoint.pt, metrics.json and PNG grids."""
@@ -193,7 +196,7 @@ def esvae_train(
     with config_errors():
         check_option("--model", model, MODELS)
         cfg = esvae_config(dataset, data_dir, epochs, timesteps, latent_dim, batch_size, lr, mmd_lambda,
-                           mmd_kernel, seed)
+                           mmd_kernel, seed, num_gpus)
         check_data(cfg)
     out = out or Path("results") / f"esvae-{model}-{dataset}-seed{seed}"
     with progress(TextColumn("loss {task.fields[loss]}")) as bars:
@@ -211,6 +214,7 @@ def train_teacher_cmd(
     epochs: Annotated[int, typer.Option(help="training epochs")] = 15,
     seed: Annotated[int, typer.Option(help="seed of init and batches")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    num_gpus: NumGpus = 0.0,
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/teacher-<dataset>-seed<seed>]")] = None,
 ) -> None:
     """Train the ANN CNN teacher that `spikefed dda distill` distils from; writes teacher.pt."""
@@ -218,7 +222,8 @@ def train_teacher_cmd(
     from server.config import load_config
 
     with config_errors():
-        cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "batch-size": 64})
+        cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "batch-size": 64,
+                           "num-gpus": num_gpus})
         check_data(cfg)
     out = out or Path("results") / f"teacher-{dataset}-seed{seed}"
     with console.status(f"training the teacher on {dataset} for {epochs} epochs"):
@@ -251,6 +256,7 @@ def dda_distill(
     timesteps: Annotated[int, typer.Option(help="T of a spiking student")] = 4,
     seed: Annotated[int, typer.Option(help="seed of every stage")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    num_gpus: NumGpus = 0.0,
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-<mode>-<student>-seed<seed>]")] = None,
 ) -> None:
     """Distil the teacher into a student without its training data; writes student.pt,
@@ -267,7 +273,7 @@ def dda_distill(
                            "batch-size": 64, "dda-images": images, "dda-inversion-steps": inversion_steps,
                            "dda-variants": variants, "dda-strength": strength, "dda-threshold": threshold,
                            "dda-temperature": temperature, "dda-distill-epochs": epochs,
-                           "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline})
+                           "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline, "num-gpus": num_gpus})
         teacher_model = load_teacher(teacher, cfg)
     out = out or Path("results") / f"dda-{mode}-{student}-seed{seed}"
     with progress() as bars:
@@ -309,9 +315,10 @@ def dda_ablation(
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r} is not a comma-separated list of integers") from None
         sets = parse_sets(set_)
-        bad = [k for k in sets if not k.startswith("dda-") and k not in ("timesteps", "batch-size", "data-dir")]
+        other = ("timesteps", "batch-size", "data-dir", "num-gpus", "neuron-backend")
+        bad = [k for k in sets if not k.startswith("dda-") and k not in other]
         if bad:
-            raise ConfigError(f"--set {bad[0]}=... is not a DDA key; accepted: dda-*, timesteps, batch-size, data-dir")
+            raise ConfigError(f"--set {bad[0]}=... is not a DDA key; accepted: dda-*, {', '.join(other)}")
         cfg = load_config({"dataset": dataset, "batch-size": 64, **sets})
         check_data(cfg)
     out = out or Path("results") / f"dda-ablation-{dataset}-{student}"

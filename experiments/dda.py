@@ -19,7 +19,7 @@ from models.dda.distill import accuracy, distill  # noqa: E402
 from models.dda.networks import build_student  # noqa: E402
 from models.dda.pipeline import MODES, DDAResult, prepare, run_dda  # noqa: E402
 from models.dda.workload import load_checkpoint  # noqa: E402
-from models.workload import torch_device  # noqa: E402
+from models.device import torch_device  # noqa: E402
 from server.config import ConfigError, RunConfig  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> tuple[AnnCNN, dict]
     """An :class:`AnnCNN` teacher trained on the whole training split (written to teacher.pt),
     and its figures."""
     split = split_of(cfg)
-    device = torch_device()
+    device = torch_device(cfg)
     torch.manual_seed(cfg.seed)
     spec = split.spec
     teacher = AnnCNN(spec.channels, spec.size, spec.num_classes).to(device)
@@ -49,14 +49,14 @@ def load_teacher(path: str, cfg: RunConfig) -> AnnCNN:
     spec = split_of(cfg).spec
     teacher = AnnCNN(spec.channels, spec.size, spec.num_classes)
     teacher.load_state_dict(state["state_dict"])
-    return teacher.to(torch_device()).eval()
+    return teacher.to(torch_device(cfg)).eval()
 
 
 def distill_student(teacher: AnnCNN, student_kind: str, mode: str, cfg: RunConfig, out: Path,
                     on_epoch=None) -> dict:
     """Distil a fresh student with ``mode``; writes student.pt, metrics.json and dda.png."""
     split = split_of(cfg)
-    spec, device = split.spec, torch_device()
+    spec, device = split.spec, torch_device(cfg)
     x_test = torch.as_tensor(split.x_test, device=device)
     y_test = torch.as_tensor(split.y_test, device=device)
     torch.manual_seed(cfg.seed)
@@ -108,7 +108,7 @@ def ablation(cfg: RunConfig, seeds: list[int], student_kind: str, teacher_epochs
     ablation.md and dda.png (first seed). ``advance()`` is called after each student."""
     out.mkdir(parents=True, exist_ok=True)
     split = split_of(cfg)
-    spec, device = split.spec, torch_device()
+    spec, device = split.spec, torch_device(cfg)
     x_test = torch.as_tensor(split.x_test, device=device)
     y_test = torch.as_tensor(split.y_test, device=device)
     rows = []

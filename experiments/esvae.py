@@ -16,7 +16,7 @@ from data import Split, split_of
 from models import get_workload
 from models.esvae import AnnVAE
 from models.frechet import classifier_features, frechet_distance
-from models.workload import torch_device
+from models.device import model_device, torch_device
 from server.config import RunConfig, load_config
 
 MODELS = ("esvae", "ann")
@@ -27,13 +27,14 @@ CLASSIFIER_EPOCHS = 15
 def build_vae(model: str, cfg: RunConfig, split: Split) -> torch.nn.Module:
     if model == "esvae":
         return get_workload("esvae").build_model(cfg, split.spec)
-    return AnnVAE(split.spec.channels, split.spec.size, cfg.esvae_latent_dim).to(torch_device())
+    return AnnVAE(split.spec.channels, split.spec.size, cfg.esvae_latent_dim).to(torch_device(cfg))
 
 
 def feature_classifier(cfg: RunConfig, split: Split) -> tuple[torch.nn.Module, float]:
     """The platform's spiking classifier trained centrally on the same training split
     (seeded), whose features the Frechet distance uses; returns it and its test accuracy."""
     ccfg = load_config({"dataset": cfg.dataset, "data-dir": cfg.data_dir, "test-fraction": cfg.test_fraction,
+                        "num-gpus": cfg.num_gpus, "neuron-backend": cfg.neuron_backend,
                         "seed": cfg.seed, "local-epochs": CLASSIFIER_EPOCHS})
     workload = get_workload("classify")
     torch.manual_seed(cfg.seed)
@@ -60,7 +61,7 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> tuple[float | None,
 
 def measure(model: torch.nn.Module, classifier: torch.nn.Module, split: Split, seed: int) -> dict:
     """Reconstruction MSE, Frechet distances on classifier features, latent-noise robustness."""
-    device = torch_device()
+    device = model_device(model)
     x_test = torch.as_tensor(split.x_test, device=device)
     x_train = torch.as_tensor(split.x_train, device=device)
     gen = lambda: torch.Generator(device=device).manual_seed(seed)  # noqa: E731 - same draws per call
@@ -84,7 +85,7 @@ def measure(model: torch.nn.Module, classifier: torch.nn.Module, split: Split, s
 
 def save_grids(model: torch.nn.Module, split: Split, out: Path, seed: int, n: int = 64) -> list[Path]:
     """inputs.png, reconstructions.png and samples.png (small images upscaled to >= 32 px)."""
-    device = torch_device()
+    device = model_device(model)
     x = torch.as_tensor(split.x_test[:n], device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     images = {"inputs": x, "reconstructions": model.reconstruct(x, generator=generator),
@@ -128,9 +129,10 @@ def train_central(model_name: str, cfg: RunConfig, out: Path,
 
 
 def esvae_config(dataset: str, data_dir: str, epochs: int, timesteps: int, latent_dim: int, batch_size: int,
-                 lr: float, mmd_lambda: float, mmd_kernel: str, seed: int) -> RunConfig:
+                 lr: float, mmd_lambda: float, mmd_kernel: str, seed: int, num_gpus: float = 0.0) -> RunConfig:
     """The CLI's options as a validated run config (one place checks every value)."""
     return load_config({"workload": "esvae", "dataset": dataset, "data-dir": data_dir, "local-epochs": epochs,
                         "timesteps": timesteps, "esvae-latent-dim": latent_dim, "batch-size": batch_size,
-                        "lr": lr, "esvae-mmd-lambda": mmd_lambda, "esvae-mmd-kernel": mmd_kernel, "seed": seed})
+                        "lr": lr, "esvae-mmd-lambda": mmd_lambda, "esvae-mmd-kernel": mmd_kernel, "seed": seed,
+                        "num-gpus": num_gpus})
 

@@ -37,8 +37,10 @@ def resolve(overrides: dict[str, Any]) -> RunConfig:
     The run name is fixed here so the caller knows where the results go.
     """
     cfg = load_config(overrides)
-    if cfg.num_gpus > 0 and not torch.cuda.is_available():  # Ray would wait for a GPU forever
-        raise ConfigError(f"num-gpus={cfg.num_gpus} but torch sees no GPU here; accepted: num-gpus=0")
+    # A local Ray without a GPU would wait for one forever; a cluster's GPUs may be on other nodes.
+    if cfg.num_gpus > 0 and not cfg.ray_address and not torch.cuda.is_available():
+        raise ConfigError(f"num-gpus={cfg.num_gpus} but torch sees no GPU here; accepted: num-gpus=0, "
+                          "or a ray-address whose cluster has GPUs")
     partition_sizes(cfg)
     workload = get_workload(cfg.workload)  # e.g. a dda-student checkpoint that cannot be read
     workload.initial_model(cfg, split_of(cfg).spec)
@@ -50,14 +52,19 @@ def resolve(overrides: dict[str, Any]) -> RunConfig:
 
 
 def simulate(cfg: RunConfig) -> Path:
-    """Run ``cfg`` with one virtual SuperNode per partition; returns the results dir."""
+    """Run ``cfg`` with one virtual SuperNode per partition, on a local Ray or on the Ray
+    cluster ``ray-address`` names (Flower's Ray backend places the ClientApp actors across
+    its nodes, ``num-cpus`` / ``num-gpus`` each); returns the results dir."""
+    init_args = {"logging_level": "ERROR", "log_to_driver": False}
+    if cfg.ray_address:
+        init_args["address"] = cfg.ray_address
     run_simulation(
         server_app=make_server_app(cfg.to_mapping()),
         client_app=client_app,
         num_supernodes=cfg.num_partitions,
         backend_config={
             "client_resources": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
-            "init_args": {"logging_level": "ERROR", "log_to_driver": False},
+            "init_args": init_args,
         },
     )
     return run_dir(cfg)

@@ -1,7 +1,7 @@
 """Spiking networks and the workload registry (what a client trains)."""
 
 from core.config import choice
-from models import esvae_workload, workload
+from models import device, esvae_workload, workload
 from models.classify import ClassifyWorkload
 from models.dda import workload as dda_workload
 from models.dda.workload import DDAWorkload
@@ -11,7 +11,7 @@ from models.workload import Workload
 WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAEWorkload(), "dda": DDAWorkload()}
 
 # The run-config keys of models/ and their cross-key checks.
-KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS))), **workload.KEYS, **esvae_workload.KEYS, **dda_workload.KEYS}
+KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS))), **workload.KEYS, **device.KEYS, **esvae_workload.KEYS, **dda_workload.KEYS}
 CHECKS = (dda_workload.check,)
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from models.spiking_cnn import SpikingCNN
-from models.workload import Data, Workload, torch_device
+from models.device import model_device, torch_device
+from models.workload import Data, Workload
 
 if TYPE_CHECKING:
     from data import DatasetSpec
@@ -45,10 +46,10 @@ class ClassifyWorkload(Workload):
     """
 
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
-        return SpikingCNN(spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device())
+        return SpikingCNN(spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device(cfg))
 
     def train(self, model: SpikingCNN, data: Data, cfg: RunConfig, seed: int) -> dict[str, float]:
-        x, y = _tensors(data, torch_device())
+        x, y = _tensors(data, model_device(model))
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         num_classes = model.net.fc.out_features
@@ -73,7 +74,7 @@ class ClassifyWorkload(Workload):
 
     @torch.no_grad()
     def evaluate(self, model: SpikingCNN, data: Data, cfg: RunConfig) -> dict[str, float]:
-        x, y = _tensors(data, torch_device())
+        x, y = _tensors(data, model_device(model))
         num_classes = model.net.fc.out_features
         model.eval()
         loss, correct = 0.0, 0

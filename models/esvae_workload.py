@@ -14,7 +14,8 @@ import torch
 from core.config import above, at_least, choice
 from models.esvae import ESVAE
 from models.mmd import KERNELS
-from models.workload import Data, Workload, torch_device
+from models.device import model_device, torch_device
+from models.workload import Data, Workload
 
 if TYPE_CHECKING:
     from data import DatasetSpec
@@ -36,12 +37,12 @@ class ESVAEWorkload(Workload):
 
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> ESVAE:
         return ESVAE(spec.channels, spec.size, cfg.esvae_latent_dim, cfg.timesteps,
-                     cfg.esvae_mmd_lambda, cfg.esvae_mmd_kernel).to(torch_device())
+                     cfg.esvae_mmd_lambda, cfg.esvae_mmd_kernel).to(torch_device(cfg))
 
     def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int,
               on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
         """Adam over ``cfg.local_epochs``; ``on_epoch(epoch, mean loss)`` after each epoch."""
-        x = torch.as_tensor(data[0], device=torch_device())
+        x = torch.as_tensor(data[0], device=model_device(model))
         generator = torch.Generator().manual_seed(seed)
         prior = list(model.prior.parameters()) if hasattr(model, "prior") else []
         others = [p for p in model.parameters() if all(p is not q for q in prior)]
@@ -69,7 +70,7 @@ class ESVAEWorkload(Workload):
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, float]:
         """Reconstruction MSE in [0, 1] pixels (``loss`` and ``mse``), with a fixed sampling seed."""
-        x = torch.as_tensor(data[0], device=torch_device())
+        x = torch.as_tensor(data[0], device=model_device(model))
         generator = torch.Generator(device=x.device).manual_seed(cfg.seed)
         model.eval()
         squared = 0.0

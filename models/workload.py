@@ -1,4 +1,4 @@
-"""The interface every client workload implements, and the device it runs on."""
+"""The interface every client workload implements."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from core.config import above, at_least
+from models.device import model_device
 from models.energy import local_energy
 from models.firing import FiringStatistics, firing_statistics
 
@@ -24,11 +25,6 @@ KEYS = {
 }
 
 Data = tuple[np.ndarray, np.ndarray]  # (images [N, C, H, W] float32, labels [N])
-
-
-def torch_device() -> torch.device:
-    """CUDA when present, else CPU (spikingjelly picks its CUDA kernels by device)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Workload:
@@ -58,7 +54,7 @@ class Workload:
                           num_classes: int = 0) -> FiringStatistics:
         """Per spiking layer, the firing rates in [0, 1] on ``data``; with ``num_classes``,
         also the class-wise firing intensity (SFedCA's `class` statistic)."""
-        device = torch_device()
+        device = model_device(model)
         x = torch.as_tensor(data[0], device=device)
         labels = torch.as_tensor(data[1], device=device) if num_classes else None
         return firing_statistics(self.spiking_network(model), x, cfg.timesteps, labels, num_classes)
@@ -71,5 +67,5 @@ class Workload:
                inference_samples: float) -> dict[str, float]:
         """Estimated joules (``energy-snn``, and ``energy-ann`` for the same-shape ANN) of
         ``train_samples`` training and ``inference_samples`` inference samples on ``data``."""
-        x = torch.as_tensor(data[0], device=torch_device())
+        x = torch.as_tensor(data[0], device=model_device(model))
         return local_energy(model, x, cfg.timesteps, train_samples, inference_samples)

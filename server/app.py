@@ -110,6 +110,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "downlink_bytes": record.downlink_bytes,
             **{k: f"{v:.6g}" for k, v in energy.items()},
             **{f"{k}_cumulative": f"{float(previous.get(f'{k}_cumulative') or 0.0) + v:.6g}" for k, v in energy.items()},
+            "executors": counts(record.executors.values()),
             "seconds": round(time.perf_counter() - last, 3),
         })
         results.checkpoint(server_round, arrays, strategy.state_dict())

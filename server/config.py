@@ -9,6 +9,7 @@ clients in every message's config record.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ SERVER_KEYS = {
     "run-name": Key(""),
     "num-cpus": above(1.0, 0),
     "num-gpus": at_least(0.0, 0),
+    "ray-address": Key(""),  # empty: a local Ray of the simulation's own
     "resume": Key(""),
 }
 
@@ -41,7 +43,13 @@ def _check_evaluation(cfg: RunConfig) -> None:
                           "accepted: server-eval=true or fraction-evaluate in (0, 1]")
 
 
-CHECKS = (*strategies.CHECKS, *models.CHECKS, _check_evaluation)
+def _check_ray_address(cfg: RunConfig) -> None:
+    if cfg.ray_address and not re.fullmatch(r"auto|(ray://)?[\w.\-]+:\d+", cfg.ray_address):
+        raise ConfigError(f"ray-address={cfg.ray_address!r} is not a Ray address; accepted: empty (a local Ray), "
+                          "auto, <host>:<port> (the head's GCS port) or ray://<host>:<port>")
+
+
+CHECKS = (*strategies.CHECKS, *models.CHECKS, _check_evaluation, _check_ray_address)
 
 
 def clients_per_round(cfg: RunConfig) -> int:

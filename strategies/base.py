@@ -36,7 +36,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, samp
 
 from core import faults
 from core.config import ConfigError, Key, RunConfig, above, at_least, check_range, share
-from core.protocol import ENERGY_KEYS, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND, TWO_PHASE_KEY, UPLOAD
+from core.protocol import ENERGY_KEYS, EXECUTOR, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND, TWO_PHASE_KEY, UPLOAD
 from core.validation import Rejection, check_statistics_reply, check_train_reply
 
 # Run-config keys every strategy reads (each strategy declares its own in its KEYS).
@@ -115,6 +115,7 @@ class RoundRecord:
     uplink_bytes: int = 0  # clients -> server, every message of the round
     downlink_bytes: int = 0  # server -> clients
     energy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ENERGY_KEYS, 0.0))  # of valid replies
+    executors: dict[int, str] = field(default_factory=dict)  # partition id -> "host/device" its update ran on
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
 
@@ -380,6 +381,10 @@ class SelectionStrategy(FedAvg):
         trained = self.valid_train_replies(replies, self._sent, weights=None if self.TWO_PHASE else True)
         for msg in trained:
             self.add_energy(reply_metrics(msg))
+            if EXECUTOR in msg.content.config_records:
+                where = msg.content.config_records[EXECUTOR]
+                self.record.executors[self.client(msg.metadata.src_node_id).partition_id] = \
+                    f"{where.get('host', '?')}/{where.get('device', '?')}"
         valid = self.choose_aggregated(server_round, trained)
         if self.TWO_PHASE and valid:
             valid = self.collect_uploads(server_round, valid)

@@ -12,42 +12,73 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayCluster:
+    """Ray nodes on 127.0.0.1 started with `ray start --block`, each its own handle:
+    terminating one stops its processes. The cluster's own --temp-dir keeps its address
+    file away from /tmp/ray, where a later `ray.init()` without an address would find it
+    and try to join the stopped cluster."""
+
+    def __init__(self) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
+        self.address = f"127.0.0.1:{free_port()}"
+        self.nodes: list[subprocess.Popen] = []
+
+    def add_node(self, num_cpus: int) -> None:
+        """The head first, then nodes that join it (on ports of their own: same host)."""
+        if not self.nodes:
+            where = ["--head", f"--port={self.address.split(':')[1]}", "--include-dashboard=false"]
+        else:
+            where = [f"--address={self.address}", f"--node-manager-port={free_port()}",
+                     f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                     f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                     f"--dashboard-agent-grpc-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0"]
+        self.nodes.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", *where, f"--temp-dir={self.temp_dir}",
+             f"--num-cpus={num_cpus}", "--disable-usage-stats", f"--object-store-memory={1 << 29}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        deadline = time.time() + 120
+        while self.alive_nodes() < len(self.nodes):
+            assert all(n.poll() is None for n in self.nodes) and time.time() < deadline, "a Ray node did not start"
+            time.sleep(0.5)
+
+    def alive_nodes(self) -> int:
+        status = subprocess.run([str(BIN / "ray"), "status", f"--address={self.address}"], capture_output=True,
+                                text=True)
+        return status.stdout.count(" node_") if status.returncode == 0 else 0
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.terminate()
+            node.wait(timeout=60)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_ray_cluster(request):
-    """One local Ray cluster (on 127.0.0.1) for every simulation of the session: runs join it
-    through RAY_ADDRESS, which `ray.init` reads, instead of starting and stopping a Ray of
-    their own (about 15 s each on 2 cores). Started only when slow tests are selected;
-    `ray start --block` is its handle: terminating it stops the cluster's processes. Its own
-    --temp-dir keeps its address file away from /tmp/ray, where a later `ray.init()` without
-    an address would find it and try to join the stopped cluster."""
+    """One local Ray cluster for every simulation of the session: runs join it through
+    RAY_ADDRESS, which `ray.init` reads, instead of starting and stopping a Ray of their own
+    (about 15 s each on 2 cores). Started only when slow tests are selected."""
     if not any(item.get_closest_marker("slow") for item in request.session.items):
         yield None
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={port}", f"--temp-dir={temp_dir}", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
-                             "--disable-usage-stats", f"--object-store-memory={1 << 30}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while subprocess.run([str(BIN / "ray"), "status", f"--address={address}"], capture_output=True).returncode:
-        assert head.poll() is None and time.time() < deadline, "the shared Ray cluster did not start"
-        time.sleep(0.5)
+    cluster = RayCluster()
+    cluster.add_node(num_cpus=os.cpu_count())
     previous = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = address  # inherited by every subprocess the tests start
+    os.environ["RAY_ADDRESS"] = cluster.address  # inherited by every subprocess the tests start
     try:
-        yield address
+        yield cluster.address
     finally:
         if previous is None:
             os.environ.pop("RAY_ADDRESS", None)
         else:
             os.environ["RAY_ADDRESS"] = previous
-        head.terminate()
-        head.wait(timeout=60)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture
@@ -60,3 +91,13 @@ def tiny(tmp_path):
         "fraction-train": 0.5,
         "results-dir": str(tmp_path / "results"),
     }
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """What Flower's runtime sets before a ServerApp or ClientApp builds messages."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+

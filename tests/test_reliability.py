@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from core import faults
 from experiments.simulation import read_rounds, resolve, simulate
@@ -104,10 +103,7 @@ class UploadGrid:
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_no_strategy_aggregates_a_malformed_reply(name, monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+def test_no_strategy_aggregates_a_malformed_reply(name, task_identity):
     contents = malformed_contents(np.random.default_rng(1), 60)
     clients = {1000 + i: ClientInfo(1000 + i, i, 12) for i in range(len(contents) + 2)}
     cfg = load_config({"num-partitions": len(clients), "fraction-train": 0.5})
@@ -132,10 +128,7 @@ def test_no_strategy_aggregates_a_malformed_reply(name, monkeypatch):
     assert reasons[len(contents)] == "error" and reasons[len(contents) + 1] == "timeout"
 
 
-def test_fewer_valid_replies_than_required_keep_the_model(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+def test_fewer_valid_replies_than_required_keep_the_model(task_identity):
     clients = {1000 + i: ClientInfo(1000 + i, i, 12) for i in range(3)}
     strategy = STRATEGIES["random"](clients=clients, fraction_train=1e-6, min_train_nodes=3, seed=0, reliability=Reliability(min_valid_replies=2))
     strategy._global_arrays, strategy._sent = reference(), list(clients.values())

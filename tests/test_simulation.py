@@ -2,12 +2,14 @@
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import RayCluster
 from experiments.simulation import read_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,11 +18,11 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def spikefed_run(settings: dict, timeout=300) -> subprocess.CompletedProcess:
+def spikefed_run(settings: dict, timeout=300, env=None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "experiments", "run"]
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -30,16 +32,34 @@ def results_of(proc) -> Path:
     return Path(line.removeprefix("results: "))
 
 
-def test_simulation_writes_results(tiny):
-    """`spikefed run` end to end. That a run repeats exactly with the same seed, across
-    processes, is checked by the kill -9 test in tests/test_reliability.py."""
-    run = results_of(spikefed_run({**tiny, "run-name": "run"}))
+@pytest.fixture
+def two_node_ray_cluster():
+    """A Ray cluster of two nodes on this machine, 1 CPU each, apart from the suite's shared one."""
+    cluster = RayCluster()
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        yield cluster.address
+    finally:
+        cluster.stop()
+
+
+def test_simulation_on_a_two_node_ray_cluster_writes_results_with_clients_on_both_nodes(tiny, two_node_ray_cluster):
+    """`spikefed run` end to end, joining an existing Ray cluster through ray-address (not
+    RAY_ADDRESS): Flower places one ClientApp actor per node and the replies say where
+    they ran. That a run repeats exactly with the same seed, across processes, is checked
+    by the kill -9 test in tests/test_reliability.py."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = results_of(spikefed_run({**tiny, "run-name": "run", "ray-address": two_node_ray_cluster}, env=env))
     rows = read_rounds(run)
     assert [r["round"] for r in rows] == ["1", "2"]
     for row in rows:
         assert math.isfinite(float(row["test_accuracy"])) and 0 <= float(row["test_accuracy"]) <= 1
         assert len(row["selected_clients"].split()) == 2  # fraction-train 0.5 of 4 clients
         assert 0 < float(row["firing_rate"]) <= 1
+        assert sum(int(n) for n in re.findall(r":(\d+)(?: |$)", row["executors"])) == 2, row["executors"]
+    hosts = {where.split("/")[0] for row in rows for where in row["executors"].split()}
+    assert len(hosts) == 2 and all(h.startswith("ray-") for h in hosts), [r["executors"] for r in rows]
     assert (run / "config.json").exists() and (run / "checkpoint.pt").exists()
 
 

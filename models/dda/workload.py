@@ -11,7 +11,7 @@ import torch
 from models.classify import ClassifyWorkload
 from models.dda.networks import build_student
 from models.spiking_cnn import SpikingCNN
-from models.workload import torch_device
+from models.device import torch_device
 from core.config import ConfigError, Key, RunConfig, above, at_least, share
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class DDAWorkload(ClassifyWorkload):
     """The student's shape comes from :func:`build_student`; round 0 loads ``dda-student``."""
 
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
-        return build_student("snn", spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device())
+        return build_student("snn", spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device(cfg))
 
     def initial_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
         state = load_checkpoint(cfg.dda_student, "dda-student")

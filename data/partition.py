@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.config import ConfigError, RunConfig, above, at_least, choice
-from data.sources import split_of
+from data.sources import cached_arrays, split_of
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
@@ -72,21 +71,8 @@ def cache_path(cfg: RunConfig) -> Path:
 def partition_indices(cfg: RunConfig) -> tuple[np.ndarray, ...]:
     """Training-sample indices of every partition: read from the cache, else computed with
     flwr-datasets and cached (the ServerApp computes them at start; its clients read them)."""
-    path = cache_path(cfg)
-    try:
-        with np.load(path) as stored:
-            return tuple(stored[f"p{i}"] for i in range(cfg.num_partitions))
-    except (OSError, KeyError, ValueError):
-        pass
-    parts = compute_partitions(cfg)
-    try:  # written whole under a temporary name, then renamed: a reader never sees half a file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(temporary, **{f"p{i}": p for i, p in enumerate(parts)})
-        os.replace(temporary, path)
-    except OSError:
-        pass  # a read-only data-dir: every process computes its own
-    return parts
+    stored = cached_arrays(cache_path(cfg), lambda: {f"p{i}": p for i, p in enumerate(compute_partitions(cfg))})
+    return tuple(stored[f"p{i}"] for i in range(cfg.num_partitions))
 
 
 def compute_partitions(cfg: RunConfig) -> tuple[np.ndarray, ...]:

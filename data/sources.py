@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +50,43 @@ class Split:
     spec: DatasetSpec
 
 
-def _digits(data_dir: str, test_fraction: float, seed: int) -> Split:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays stored at ``path``, else ``compute()``'s, stored there: written whole under
+    a temporary name, then renamed, so that a reader never sees half a file. A read-only
+    folder only means every process computes its own."""
+    try:
+        with np.load(path) as stored:
+            return dict(stored)
+    except (OSError, ValueError):
+        pass
+    arrays = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+    return arrays
 
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]  # pixel values are 0..16
-    y = digits.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
-    return Split(x_tr, y_tr, x_te, y_te, DatasetSpec(1, 8, 10))
+
+def _digits(data_dir: str, test_fraction: float, seed: int) -> Split:
+    """scikit-learn's digits, split stratified. Importing scikit-learn takes about 2 s, so
+    the split is kept under data-dir (named by its version, the fraction and the seed):
+    every Ray actor and SuperNode after the first reads it instead."""
+    def split() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x = (digits.images / 16.0).astype(np.float32)[:, None]  # pixel values are 0..16
+        y = digits.target.astype(np.int64)
+        parts = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+        return dict(zip(("x_train", "x_test", "y_train", "y_test"), parts))
+
+    name = f"digits-sklearn{version('scikit-learn')}-test{test_fraction}-seed{seed}.npz"
+    a = cached_arrays(Path(data_dir) / "splits" / name, split)
+    return Split(a["x_train"], a["y_train"], a["x_test"], a["y_test"], DatasetSpec(1, 8, 10))
 
 
 def _synthetic(data_dir: str, test_fraction: float, seed: int) -> Split:

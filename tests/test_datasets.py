@@ -120,3 +120,16 @@ def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as err:
         DATASETS["fashion-mnist"](str(tmp_path), 0.2, 0)
     assert "apt-get install dataset-fashion-mnist" in str(err.value)
+
+
+def test_the_digits_split_is_kept_under_data_dir_and_read_back_unchanged(tmp_path):
+    first = DATASETS["digits"](str(tmp_path), 0.2, 3)
+    (kept,) = (tmp_path / "splits").glob("digits-*-test0.2-seed3.npz")
+    with np.load(kept) as stored:  # what later processes read instead of importing scikit-learn
+        np.testing.assert_array_equal(stored["x_train"], first.x_train)
+    again = DATASETS["digits"](str(tmp_path), 0.2, 3)
+    for a, b in ((first.x_train, again.x_train), (first.y_test, again.y_test)):
+        np.testing.assert_array_equal(a, b)
+    assert len(first.y_train) + len(first.y_test) == 1797 and len(first.y_test) == 360
+    other = DATASETS["digits"](str(tmp_path), 0.2, 4)  # another seed, another split
+    assert not np.array_equal(other.y_train, first.y_train)

@@ -62,7 +62,10 @@ def test_a_train_reply_says_where_it_ran(task_identity):
 
 @pytest.mark.gpu
 @needs_gpu
-def test_the_spiking_cnn_forward_and_backward_on_cuda_match_the_cpu():
+def test_the_spiking_cnn_forward_and_backward_on_cuda_match_the_cpu(monkeypatch):
+    # TF32 convolutions (cuDNN's default) round to ~1e-3: compare in full float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     cpu = SpikingCNN(1, 8, 10, timesteps=4)
     gpu = SpikingCNN(1, 8, 10, timesteps=4).cuda()

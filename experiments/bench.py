@@ -207,6 +207,19 @@ def same_shape_ann(snn: nn.Module) -> nn.Module:
     return ann
 
 
+def train_step(model: nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """One training step of ``model`` on ``loss()`` (backward, Adam), its neurons reset after."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        value = loss()
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        functional.reset_net(model)
+    return step
+
+
 def spiking(timesteps: list[int], batch_size: int, image_size: int, repeats: int,
             device: torch.device = torch.device("cpu")) -> list[dict]:
     """Median ms of one training step (forward, backward, Adam) per model and mode."""
@@ -217,15 +230,7 @@ def spiking(timesteps: list[int], batch_size: int, image_size: int, repeats: int
     y = torch.randint(0, 10, (batch_size,), device=device)
 
     def trainer(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def train_step() -> None:
-            loss = F.mse_loss(forward(), F.one_hot(y, 10).float())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            functional.reset_net(model)
-        return train_step
+        return train_step(model, lambda: F.mse_loss(forward(), F.one_hot(y, 10).float()))
 
     base = SpikingCNN(1, image_size, 10, 1).to(device)
     ann = same_shape_ann(base)
@@ -254,15 +259,8 @@ def vae_steps(timesteps: int, batch_size: int, image_size: int, repeats: int,
     for name, model in (("ANN VAE (same shape)", AnnVAE(1, image_size, 32)),
                         ("ESVAE", ESVAE(1, image_size, 32, timesteps))):
         model = model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def train_step() -> None:
-            loss, _ = model.loss(x)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            functional.reset_net(model)
-        ms = 1000 * median_time(train_step, repeats, warmup=2, device=device)
+        step = train_step(model, lambda model=model: model.loss(x)[0])
+        ms = 1000 * median_time(step, repeats, warmup=2, device=device)
         rows.append({"model": name, "T": timesteps if name == "ESVAE" else 1, "mode": "multi-step",
                      "ms_per_step": ms, "image_size": image_size, "batch_size": batch_size})
     return rows

@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,21 +21,11 @@ from pathlib import Path
 
 import torch
 
+from experiments.processes import LocalFederation, executable, free_port, listening
+from experiments.simulation import read_rounds
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 BACKENDS = ("torch", "triton", "cuda")  # spikingjelly's LIF implementations on CUDA ("auto" picks the first that loads)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def executable(name: str) -> str:
-    """A console script beside this Python, else on PATH (pip --target puts them in <target>/bin)."""
-    local = BIN / name
-    return str(local) if local.exists() else name
 
 
 def gpu_tests(out: Path) -> dict:
@@ -56,61 +44,40 @@ def gpu_tests(out: Path) -> dict:
 def federation(out: Path, data_dir: str, rounds: int = 3) -> dict:
     """A SuperLink and two SuperNodes as processes on 127.0.0.1 (insecure: one machine), SFedCA on
     Fashion-MNIST with num-gpus=0.5 per client, submitted with `flwr run`."""
-    home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
     logs, results = out / "federation-logs", out / "federation-results"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the SuperLink starts flower-superexec by name
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    fed = LocalFederation(Path(tempfile.mkdtemp(prefix="flwr-home-")))
     port = free_port()
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
-                                      f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-    procs = []
-
-    def start(args: list[str], name: str) -> None:
-        procs.append(subprocess.Popen(args, env=env, cwd=home, stdout=(logs / f"{name}.log").open("w"),
-                                      stderr=subprocess.STDOUT, start_new_session=True))
-
+    (fed.home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+                                          f'address = "127.0.0.1:{port}"\ninsecure = true\n')
     started = time.perf_counter()
     try:
-        start([executable("flower-superlink"), "--insecure", "--port", str(port)], "superlink")
+        superlink = fed.start([executable("flower-superlink"), "--insecure", "--port", str(port)],
+                              logs / "superlink.log")
         deadline = time.time() + 60
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.time() > deadline or procs[0].poll() is not None:
+        while not listening(port):
+            if time.time() > deadline or superlink.poll() is not None:
                 return {"error": "the SuperLink did not start", "log": (logs / "superlink.log").read_text()[-1500:]}
             time.sleep(0.5)
         for i in (0, 1):
-            start([executable("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                   "--node-config", f"partition-id={i} num-partitions=2", "--port", str(free_port())], f"supernode-{i}")
+            fed.start([executable("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
+                       "--node-config", f"partition-id={i} num-partitions=2", "--port", str(free_port())],
+                      logs / f"supernode-{i}.log")
         run_config = (f'num-server-rounds={rounds} num-partitions=2 strategy="sfedca" dataset="fashion-mnist" '
                       f'data-dir="{data_dir}" max-train-samples=6000 max-test-samples=2000 partitioner="iid" '
                       f'local-epochs=1 fraction-train=0.5 min-train-nodes=1 num-gpus=0.5 results-dir="{results}"')
-        proc = subprocess.run([executable("flwr"), "run", str(ROOT), "local", "--stream", "--run-config", run_config],
-                              env=env, cwd=home, capture_output=True, text=True, timeout=420)
+        proc = fed.cli("run", str(ROOT), "local", "--stream", "--run-config", run_config, timeout=420)
         seconds = time.perf_counter() - started
         runs = sorted(results.glob("*/rounds.csv"))
         if not runs:
             return {"error": "no rounds.csv", "seconds": seconds, "tail": (proc.stdout + proc.stderr)[-2500:]}
-        import csv
-
-        with runs[-1].open() as f:
-            rows = list(csv.DictReader(f))
+        rows = read_rounds(runs[-1].parent)
         return {"seconds": round(seconds, 1), "rounds": len(rows),
                 "test_accuracy": [float(r["test_accuracy"]) for r in rows],
                 "round_seconds": [float(r["seconds"]) for r in rows],
                 "executors": [r["executors"] for r in rows]}
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for entry in Path("/proc").iterdir():  # the ServerApp/ClientApp processes the SuperExecs started
-            try:
-                if entry.name.isdigit() and f"FLWR_HOME={home}".encode() in (entry / "environ").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (OSError, ValueError):
-                continue
+        fed.stop()
 
 
 def steps(backend: str) -> list[dict]:

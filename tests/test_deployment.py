@@ -2,10 +2,7 @@
 SuperNode authentication on, the app submitted with `flwr run` (Flower 1.42: the SuperLink
 serves the Fleet, Control and ServerAppIo APIs over HTTPS on one port)."""
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.processes import LocalFederation, free_port, listening
 from experiments.simulation import read_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,54 +23,11 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Federation:
-    """Processes started in their own sessions, stopped with everything they spawned."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}",
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, args: list[str], log: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(args, env=self.env, cwd=self.home, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.home, capture_output=True,
-                              text=True, timeout=timeout)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=10)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
-        # SuperExec-started ServerApp/ClientApp processes carry this FLWR_HOME
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and f"FLWR_HOME={self.home}".encode() in (entry / "environ").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (OSError, ValueError):
-                continue
-
-
 @pytest.fixture
 def federation(tmp_path):
     home = tmp_path / "flwr-home"
     home.mkdir()
-    fed = Federation(home)
+    fed = LocalFederation(home)
     yield fed
     fed.stop()
 
@@ -97,11 +52,7 @@ def test_tls_and_supernode_auth_run_sfedca_and_refuse_an_unregistered_node(feder
                       "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
                       "--enable-supernode-auth", "--port", str(port)], logs / "superlink.log")
 
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(up, 60, "the SuperLink")
+    wait_for(lambda: listening(port), 60, "the SuperLink")
     for i in (0, 1):
         reg = federation.cli("supernode", "register", str(certs / f"supernode-{i}.pub"), "local-tls")
         assert reg.returncode == 0, reg.stdout + reg.stderr

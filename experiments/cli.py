@@ -215,6 +215,8 @@ def train_teacher_cmd(
     seed: Annotated[int, typer.Option(help="seed of init and batches")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
     num_gpus: NumGpus = 0.0,
+    set_: Annotated[list[str], typer.Option("--set", help="shrink the data: image-size, max-train-samples, "
+                                                         "max-test-samples, e.g. --set image-size=14")] = [],
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/teacher-<dataset>-seed<seed>]")] = None,
 ) -> None:
     """Train the ANN CNN teacher that `spikefed dda distill` distils from; writes teacher.pt."""
@@ -223,7 +225,7 @@ def train_teacher_cmd(
 
     with config_errors():
         cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "batch-size": 64,
-                           "num-gpus": num_gpus})
+                           "num-gpus": num_gpus, **checked_sets(set_, DATA_SETS, dda=False)})
         check_data(cfg)
     out = out or Path("results") / f"teacher-{dataset}-seed{seed}"
     with console.status(f"training the teacher on {dataset} for {epochs} epochs"):
@@ -231,6 +233,21 @@ def train_teacher_cmd(
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"teacher: {(out / 'teacher.pt').resolve()}")
     print(f"teacher test accuracy: {metrics['test_accuracy']:.4f}")
+
+
+DATA_SETS = ("image-size", "max-train-samples", "max-test-samples")  # keys train-teacher's --set takes
+KD_SETS = ("dda-temperature", "dda-ce-weight", "dda-feature-weight", "dda-optimizer", "dda-distill-epochs")  # --kd
+DDA_SETS = ("timesteps", "batch-size", "data-dir", "num-gpus", "neuron-backend", *DATA_SETS)  # and dda-*
+
+
+def checked_sets(pairs: list[str], accepted: Sequence[str], dda: bool, option: str = "--set") -> dict[str, str]:
+    """``key=value`` pairs of ``option`` limited to ``accepted`` keys (and ``dda-*`` when ``dda``)."""
+    sets = parse_sets(pairs)
+    bad = [k for k in sets if not (dda and k.startswith("dda-")) and k not in accepted]
+    if bad:
+        raise ConfigError(f"{option} {bad[0]}=... is not accepted here; accepted: "
+                          f"{'dda-*, ' if dda else ''}{', '.join(accepted)}")
+    return sets
 
 
 dda_app = typer.Typer(help="DDA: data-free distillation with diffusion augmentation.", no_args_is_help=True)
@@ -257,6 +274,8 @@ def dda_distill(
     seed: Annotated[int, typer.Option(help="seed of every stage")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
     num_gpus: NumGpus = 0.0,
+    set_: Annotated[list[str], typer.Option("--set", help="any other dda-* key or image-size, max-train-samples, "
+                                                         "max-test-samples, e.g. --set dda-synthesis=generator")] = [],
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-<mode>-<student>-seed<seed>]")] = None,
 ) -> None:
     """Distil the teacher into a student without its training data; writes student.pt,
@@ -273,7 +292,8 @@ def dda_distill(
                            "batch-size": 64, "dda-images": images, "dda-inversion-steps": inversion_steps,
                            "dda-variants": variants, "dda-strength": strength, "dda-threshold": threshold,
                            "dda-temperature": temperature, "dda-distill-epochs": epochs,
-                           "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline, "num-gpus": num_gpus})
+                           "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline, "num-gpus": num_gpus,
+                           **checked_sets(set_, DDA_SETS, dda=True)})
         teacher_model = load_teacher(teacher, cfg)
     out = out or Path("results") / f"dda-{mode}-{student}-seed{seed}"
     with progress() as bars:
@@ -295,36 +315,50 @@ def dda_distill(
 def dda_ablation(
     dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds; each trains its own teacher")] = "0,1,2",
-    student: Annotated[str, typer.Option(help="snn (compact spiking CNN) or ann")] = "snn",
+    student: Annotated[str, typer.Option(help="comma-separated students: snn (compact spiking CNN), ann")] = "snn",
+    modes: Annotated[str, typer.Option(help="comma-separated modes: real, inversion, no-filter, dda")] = "real,inversion,no-filter,dda",
+    filters: Annotated[str, typer.Option(help="comma-separated filter rules of mode dda: cosine, label "
+                                              "[default: dda-filter]")] = "",
+    kd: Annotated[list[str], typer.Option(help="a distillation variant distilled from the same images: comma-separated "
+                                               "key=value of dda-temperature, dda-ce-weight, dda-feature-weight, "
+                                               "dda-optimizer, dda-distill-epochs; repeat it; 'defaults' = --set's")] = [],
     teacher_epochs: Annotated[int, typer.Option(help="epochs of each seed's teacher")] = 15,
     set_: Annotated[list[str], typer.Option("--set", help="a dda-* run-config key, e.g. --set dda-images=256")] = [],
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-ablation-<dataset>-<student>]")] = None,
 ) -> None:
     """Students distilled (a) on real data, (b) on inversion only, (c) with unfiltered diffusion
     variants and (d) with DDA, from the same teacher and images, per seed; writes
-    ablation.csv, ablation.md (mean ± std) and dda.png."""
+    ablation.csv, ablation.md (mean ± std), filter.csv, dda.png and filter.png."""
     from experiments.dda import ablation
+    from models.dda.filtering import FILTERS
     from models.dda.networks import STUDENTS
     from models.dda.pipeline import MODES
     from server.config import load_config
 
     with config_errors():
-        check_option("--student", student, STUDENTS)
+        students, mode_list, filter_list = (tuple(v.strip() for v in text.split(",") if v.strip())
+                                            for text in (student, modes, filters))
+        for option, values, accepted in (("--student", students, STUDENTS), ("--modes", mode_list, MODES),
+                                         ("--filters", filter_list, FILTERS)):
+            for value in values:
+                check_option(option, value, accepted)
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r} is not a comma-separated list of integers") from None
-        sets = parse_sets(set_)
-        other = ("timesteps", "batch-size", "data-dir", "num-gpus", "neuron-backend")
-        bad = [k for k in sets if not k.startswith("dda-") and k not in other]
-        if bad:
-            raise ConfigError(f"--set {bad[0]}=... is not a DDA key; accepted: dda-*, {', '.join(other)}")
-        cfg = load_config({"dataset": dataset, "batch-size": 64, **sets})
+        cfg = load_config({"dataset": dataset, "batch-size": 64, **checked_sets(set_, DDA_SETS, dda=True)})
+        variants = tuple({} if text == "defaults" else checked_sets(text.split(","), KD_SETS, dda=False, option="--kd")
+                         for text in kd) or ({},)
+        for changes in variants:
+            load_config({**cfg.to_mapping(), **changes})
         check_data(cfg)
-    out = out or Path("results") / f"dda-ablation-{dataset}-{student}"
+    out = out or Path("results") / f"dda-ablation-{dataset}-{'-'.join(students)}"
+    dda_runs = len(filter_list) or 1
+    total = len(seed_list) * len(students) * len(variants) * sum(dda_runs if m == "dda" else 1 for m in mode_list)
     with progress() as bars:
-        task = bars.add_task("students (seeds x modes)", total=len(seed_list) * len(MODES))
-        ablation(cfg, seed_list, student, teacher_epochs, out, lambda: bars.advance(task))
+        task = bars.add_task("students (seeds x students x modes)", total=total)
+        ablation(cfg, seed_list, list(students), teacher_epochs, out, mode_list, filter_list, variants,
+                 lambda: bars.advance(task))
     print(f"results: {out.resolve()}")
     print((out / "ablation.md").read_text())
 

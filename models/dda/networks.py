@@ -40,6 +40,14 @@ def embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.embed(x)
 
 
+def embedding_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`embedding`, :func:`logits`) from one pass: both networks' logits are a linear
+    readout of the embedding (for the spiking CNN, of the rates, since the mean over T
+    commutes with the Linear)."""
+    features = embedding(model, x)
+    return features, (model.net.fc if isinstance(model, SpikingCNN) else model.head)(features)
+
+
 def build_student(kind: str, in_channels: int, image_size: int, num_classes: int, timesteps: int) -> nn.Module:
     """A compact student: ``snn`` = SpikingCNN(8, 16 channels), ``ann`` = AnnCNN(8, 16 channels)."""
     if kind == "snn":

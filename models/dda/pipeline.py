@@ -2,7 +2,7 @@
 
 Modes: ``real`` = KD on the real training images (the upper bound, not data-free);
 ``inversion`` = KD on the synthetic bank only; ``no-filter`` = bank + every diffusion
-variant; ``dda`` = bank + the variants the cosine filter keeps (the method).
+variant; ``dda`` = bank + the variants the filter (``dda-filter``) keeps (the method).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from models.dda.augment import SDEditAugmenter, small_unet, train_denoiser
-from models.dda.distill import accuracy, distill
-from models.dda.filtering import cosine_keep
-from models.dda.networks import build_student, embedding
+from models.dda.distill import KDOptions, accuracy, distill
+from models.dda.filtering import cosine_keep, keep, label_keep
+from models.dda.generator import SYNTHESES, generate
+from models.dda.networks import build_student, embedding_and_logits
 from models.dda.synthesis import synthesize
 
 MODES = ("real", "inversion", "no-filter", "dda")
@@ -27,19 +28,28 @@ class DDAResult:
     """What the data-free stages produced, and their figures."""
 
     synthetic: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # [N] the synthetic images' target labels
     augmented: torch.Tensor | None = None  # [N, V, C, H, W]
     kept: torch.Tensor | None = None  # [N, V] bool: the filter's verdict
+    similarity: torch.Tensor | None = None  # [N, V] cosine of the teacher's embeddings, variant vs source
+    same_label: torch.Tensor | None = None  # [N, V] bool: the teacher's class of the variant is its source's
     info: dict = field(default_factory=dict)
 
-    def training_images(self, mode: str, real_images: torch.Tensor | None = None) -> torch.Tensor:
-        """The images a student distils on in ``mode``."""
+    def training_set(self, mode: str, real: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     kept: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images a student distils on in ``mode`` and their labels (variants inherit
+        their source's); ``real`` = (images, labels) for mode ``real``; ``kept`` replaces
+        the filter's verdict (another rule's mask, for ablations)."""
         if mode == "real":
-            return real_images
+            return real
         if mode == "inversion":
-            return self.synthetic
-        flat = self.augmented.flatten(0, 1)
-        chosen = flat if mode == "no-filter" else flat[self.kept.flatten()]
-        return torch.cat([self.synthetic, chosen])
+            return self.synthetic, self.labels
+        variants = self.augmented.shape[1]
+        flat, flat_labels = self.augmented.flatten(0, 1), self.labels.repeat_interleave(variants)
+        if mode == "dda":
+            mask = (self.kept if kept is None else kept).flatten()
+            flat, flat_labels = flat[mask], flat_labels[mask]
+        return torch.cat([self.synthetic, flat]), torch.cat([self.labels, flat_labels])
 
 
 def augmenter_for(cfg, synthetic: torch.Tensor, shape: tuple[int, int, int], device) -> SDEditAugmenter:
@@ -51,17 +61,26 @@ def augmenter_for(cfg, synthetic: torch.Tensor, shape: tuple[int, int, int], dev
     return SDEditAugmenter(unet, scheduler, cfg.dda_strength)
 
 
+def synthesise(teacher: nn.Module, cfg, shape: tuple[int, int, int], num_classes: int, device):
+    """The bank of ``dda-images`` images by ``dda-synthesis``: per-batch inversion or the
+    generator (``dda-inversion-steps`` steps per batch of 128 either way)."""
+    if cfg.dda_synthesis == "generator":
+        return generate(teacher, cfg.dda_images, num_classes, shape, steps=cfg.dda_inversion_steps,
+                        rotation_weight=cfg.dda_rotation_weight, seed=cfg.seed, device=device)
+    return synthesize(teacher, cfg.dda_images, num_classes, shape, steps=cfg.dda_inversion_steps,
+                      seed=cfg.seed, device=device)
+
+
 def prepare(teacher: nn.Module, cfg, shape: tuple[int, int, int], num_classes: int,
             augment: bool = True) -> DDAResult:
     """Synthesis, then (``augment``) diffusion augmentation and filtering, with the ``dda-*`` keys."""
     device = next(teacher.parameters()).device
     result, times = DDAResult(), {}
     t0 = time.perf_counter()
-    bank, histories = synthesize(teacher, cfg.dda_images, num_classes, shape, steps=cfg.dda_inversion_steps,
-                                 seed=cfg.seed, device=device)
-    result.synthetic, _ = bank.tensors()
-    result.info |= {"synthetic": len(result.synthetic), "inversion_bn_loss_first": histories[0]["bn"][0],
-                    "inversion_bn_loss_last": histories[0]["bn"][-1],
+    bank, histories = synthesise(teacher, cfg, shape, num_classes, device)
+    result.synthetic, result.labels = bank.tensors()
+    result.info |= {"synthetic": len(result.synthetic), "synthesis": cfg.dda_synthesis,
+                    "inversion_bn_loss_first": histories[0]["bn"][0], "inversion_bn_loss_last": histories[0]["bn"][-1],
                     "inversion_teacher_accuracy": sum(h["accuracy"][-1] for h in histories) / len(histories)}
     times["synthesis"] = time.perf_counter() - t0
     if augment:
@@ -72,28 +91,33 @@ def prepare(teacher: nn.Module, cfg, shape: tuple[int, int, int], num_classes: i
         result.augmented = augmenter(result.synthetic, cfg.dda_variants, torch.Generator().manual_seed(cfg.seed))
         with torch.no_grad():
             teacher.eval()
-            source = embedding(teacher, result.synthetic)
-            variants = torch.cat([embedding(teacher, c) for c in result.augmented.flatten(0, 1).split(256)])
-        result.kept, similarity = cosine_keep(source, variants.view(len(source), cfg.dda_variants, -1),
-                                              cfg.dda_threshold)
-        result.info |= {"augmented": result.kept.numel(), "kept_fraction": result.kept.float().mean().item(),
-                        "similarity_mean": similarity.mean().item()}
+            source, source_logits = embedding_and_logits(teacher, result.synthetic)
+            pairs = [embedding_and_logits(teacher, c) for c in result.augmented.flatten(0, 1).split(256)]
+        n, v = result.augmented.shape[:2]
+        _, result.similarity = cosine_keep(source, torch.cat([p[0] for p in pairs]).view(n, v, -1), cfg.dda_threshold)
+        result.same_label = label_keep(source_logits, torch.cat([p[1] for p in pairs]).view(n, v, -1))
+        result.kept = keep(cfg.dda_filter, result.similarity, result.same_label, cfg.dda_threshold)
+        result.info |= {"augmented": result.kept.numel(), "filter": cfg.dda_filter,
+                        "kept_fraction": result.kept.float().mean().item(),
+                        "similarity_mean": result.similarity.mean().item(),
+                        "same_label_fraction": result.same_label.float().mean().item()}
         times["augmentation_and_filter"] = time.perf_counter() - t0
     result.info["seconds"] = {k: round(v, 1) for k, v in times.items()}
     return result
 
 
 def run_dda(teacher: nn.Module, student: nn.Module, cfg, shape: tuple[int, int, int], num_classes: int,
-            mode: str = "dda", real_images: torch.Tensor | None = None, on_epoch=None) -> DDAResult:
-    """Distil ``teacher`` into ``student`` (in place) in ``mode``; returns the stages' output."""
+            mode: str = "dda", real: tuple[torch.Tensor, torch.Tensor] | None = None, on_epoch=None) -> DDAResult:
+    """Distil ``teacher`` into ``student`` (in place) in ``mode`` (``real`` = the real
+    training images and labels, for mode ``real``); returns the stages' output."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; accepted: {', '.join(MODES)}")
     start = time.perf_counter()
     result = DDAResult() if mode == "real" else prepare(teacher, cfg, shape, num_classes, mode != "inversion")
-    images = result.training_images(mode, real_images)
+    images, labels = result.training_set(mode, real)
     t0 = time.perf_counter()
-    history = distill(teacher, student, images, cfg.dda_distill_epochs, cfg.batch_size, lr=1e-3,
-                      temperature=cfg.dda_temperature, seed=cfg.seed, on_epoch=on_epoch)
+    history = distill(teacher, student, images, cfg.dda_distill_epochs, cfg.batch_size, KDOptions.of(cfg), labels,
+                      seed=cfg.seed, on_epoch=on_epoch)
     result.info.setdefault("seconds", {})["distillation"] = round(time.perf_counter() - t0, 1)
     result.info |= {"mode": mode, "training_images": len(images), "kd_loss_first": history[0],
                     "kd_loss_last": history[-1], "total_seconds": round(time.perf_counter() - start, 1)}

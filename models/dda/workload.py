@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from models.classify import ClassifyWorkload
+from models.dda.distill import OPTIMIZERS
+from models.dda.filtering import FILTERS
+from models.dda.generator import SYNTHESES
 from models.dda.networks import build_student
 from models.spiking_cnn import SpikingCNN
 from models.device import torch_device
-from core.config import ConfigError, Key, RunConfig, above, at_least, share
+from core.config import ConfigError, Key, RunConfig, above, at_least, choice
 
 if TYPE_CHECKING:
     from data import DatasetSpec
@@ -21,13 +24,19 @@ if TYPE_CHECKING:
 KEYS = {
     "dda-student": Key(""),
     "dda-pipeline": Key(""),
+    "dda-synthesis": choice("inversion", SYNTHESES),
+    "dda-rotation-weight": at_least(1.0, 0),
     "dda-images": at_least(512, 1),
     "dda-inversion-steps": at_least(200, 1),
     "dda-denoiser-epochs": at_least(30, 1),
     "dda-variants": at_least(2, 1),
     "dda-strength": above(0.3, 0, 1),
+    "dda-filter": choice("cosine", FILTERS),
     "dda-threshold": at_least(0.8, -1, 1),
     "dda-temperature": above(4.0, 0),
+    "dda-ce-weight": at_least(0.0, 0),
+    "dda-feature-weight": at_least(0.0, 0),
+    "dda-optimizer": choice("adam", OPTIMIZERS),
     "dda-distill-epochs": at_least(30, 1),
     "dda-distill-every": at_least(0, 0),
 }

@@ -9,7 +9,7 @@ torchvision is imported only for it, so that the other datasets run where no tor
 matching the installed torch is present (the CPU Docker image). Nothing is downloaded.
 
 :func:`load_split` can shrink a split for small machines: ``image_size`` resizes (area
-averaging, e.g. 28 -> 14) and ``max_train`` / ``max_test`` keep a stratified random subset.
+averaging down, e.g. 28 -> 14; bilinear up, e.g. 28 -> 32) and ``max_train`` / ``max_test`` keep a stratified random subset.
 """
 
 from __future__ import annotations
@@ -219,10 +219,14 @@ def _subset(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator) -
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    """Area averaging down, bilinear up (28 -> 32 as torchvision's Resize does)."""
     import torch
     import torch.nn.functional as F
 
-    return F.interpolate(torch.from_numpy(x), size=(size, size), mode="area").numpy()
+    x = torch.from_numpy(x)
+    if size < x.shape[-1]:
+        return F.interpolate(x, size=(size, size), mode="area").numpy()
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).numpy()
 
 
 @functools.lru_cache(maxsize=4)

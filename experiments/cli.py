@@ -175,20 +175,23 @@ app.add_typer(esvae_app, name="esvae")
 @esvae_app.command("train")
 def esvae_train(
     dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
-    model: Annotated[str, typer.Option(help="esvae, or ann: the same-shape ANN VAE with a Gaussian latent")] = "esvae",
+    model: Annotated[str, typer.Option(help="esvae; fsvae (autoregressive Bernoulli latent, ESVAE's spiking "
+                                                  "baseline); ann: the same-shape ANN VAE with a Gaussian latent")] = "esvae",
     epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
     timesteps: Annotated[int, typer.Option(help="T, simulation steps")] = 16,
     latent_dim: Annotated[int, typer.Option(help="latent neurons")] = 32,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (the prior's layer gets 10x)")] = 0.003,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (ESVAE's prior layer gets 10x)")] = 0.003,
     mmd_lambda: Annotated[float, typer.Option(help="weight of MMD(r_q, r_p)")] = 0.001,
     mmd_kernel: Annotated[str, typer.Option(help="rbf or linear")] = "rbf",
     seed: Annotated[int, typer.Option(help="seed of init, batches, sampling")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
     num_gpus: NumGpus = 0.0,
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/esvae-<model>-<dataset>-seed<seed>]")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Another run-config key, e.g. image-size=32, "
+                                                         "max-train-samples=10000, esvae-weight-decay=0")] = [],
 ) -> None:
-    """Train ESVAE or the ANN VAE; write checkpoint.pt, metrics.json and PNG grids."""
+    """Train ESVAE or an ANN VAE; write checkpoint.pt, metrics.json and PNG grids."""
     from rich.progress import TextColumn
 
     from experiments.esvae import MODELS, esvae_config, train_central
@@ -196,7 +199,7 @@ def esvae_train(
     with config_errors():
         check_option("--model", model, MODELS)
         cfg = esvae_config(dataset, data_dir, epochs, timesteps, latent_dim, batch_size, lr, mmd_lambda,
-                           mmd_kernel, seed, num_gpus)
+                           mmd_kernel, seed, num_gpus, parse_sets(set_))
         check_data(cfg)
     out = out or Path("results") / f"esvae-{model}-{dataset}-seed{seed}"
     with progress(TextColumn("loss {task.fields[loss]}")) as bars:
@@ -204,8 +207,21 @@ def esvae_train(
         metrics = train_central(model, cfg, out, lambda e, loss: bars.update(task, completed=e + 1,
                                                                               loss=f"{loss:.4f}"))
     print(f"results: {out.resolve()}")
-    print(f"test MSE {metrics['test_mse']:.4f}, Frechet distance of samples (classifier features) "
-          f"{metrics['frechet_samples']:.3f}, {metrics['train_seconds']:.0f} s")
+    print(f"test MSE {metrics['test_mse']:.4f}, FAD of samples {metrics['fad_samples']:.2f}, Frechet distance of "
+          f"samples (classifier features) {metrics['frechet_samples']:.3f}, {metrics['train_seconds']:.0f} s")
+
+
+@esvae_app.command("report")
+def esvae_report(
+    runs: Annotated[list[Path], typer.Argument(help="folders written by `spikefed esvae train`")],
+    out: Annotated[Path, typer.Option(help="where esvae.csv, esvae.md and curves.png go")] = Path("results/esvae"),
+) -> None:
+    """The runs side by side: a CSV, a Markdown table and the training curves."""
+    from experiments.esvae import report
+
+    with config_errors():
+        report(runs, out)
+    print(f"results: {out.resolve()}")
 
 
 @app.command("train-teacher")

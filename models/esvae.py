@@ -5,6 +5,9 @@ Autoencoder with Reparameterizable Poisson Spiking Sampling" (arXiv 2310.14839) 
 shared/papers.md (the stored copy of the paper holds only its abstract, so the choices
 marked *here* are this project's):
 
+- LIF neurons as in the authors' code: membrane decay 0.25 (u = 0.25 u + I), threshold
+  0.2, hard reset to 0 (not detached), rectangular surrogate of width 1
+  (:func:`esvae_lif`); tdBN normalises to that threshold;
 - encoder: four Conv(3x3)-tdBN-LIF layers (32, 64, 128, 256 channels; stride 2 while the
   feature map is larger than 2x2, stride 1 after, *here* so 8x8 digits fit), then
   Linear-BN-LIF to ``latent_dim`` latent neurons; the image is fed directly at every step;
@@ -26,14 +29,22 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based import functional, layer, neuron
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 from models.mmd import mmd
 from models.poisson import poisson_spikes
-from models.spiking_cnn import lif
 
 CHANNELS = (32, 64, 128, 256)
+V_THRESHOLD = 0.2
+DECAY = 0.25
+
+
+def esvae_lif() -> neuron.LIFNode:
+    """The authors' LIF: u = DECAY * u + I (spikingjelly's tau = 1 / (1 - DECAY) without
+    input decay), spike at V_THRESHOLD, hard reset to 0."""
+    return neuron.LIFNode(tau=1 / (1 - DECAY), decay_input=False, v_threshold=V_THRESHOLD, v_reset=0.0,
+                          surrogate_function=surrogate.Rect(alpha=1.0), detach_reset=False)
 
 
 def _strides(size: int) -> list[int]:
@@ -56,7 +67,7 @@ def _sizes(size: int) -> list[int]:
 
 def _tdbn(channels: int) -> nn.Module:
     """Threshold-dependent BN (tdBN, Zheng et al. 2021) over [T, N, C, H, W]."""
-    return layer.ThresholdDependentBatchNorm2d(alpha=1.0, v_th=1.0, num_features=channels)
+    return layer.ThresholdDependentBatchNorm2d(alpha=1.0, v_th=V_THRESHOLD, num_features=channels)
 
 
 class _DirectEncoder(nn.Sequential):
@@ -112,17 +123,17 @@ class ESVAE(_Shapes):
         enc: dict[str, nn.Module] = {}
         for i, (c_in, c_out, stride) in enumerate(zip((in_channels, *CHANNELS[:-1]), CHANNELS, self.strides), 1):
             enc |= {f"conv{i}": layer.Conv2d(c_in, c_out, 3, stride, 1, bias=False), f"bn{i}": _tdbn(c_out),
-                    f"lif{i}": lif()}
+                    f"lif{i}": esvae_lif()}
         enc |= {"flatten": layer.Flatten(), "fc": layer.Linear(self.flat, latent_dim, bias=False),
-                "bn_latent": layer.BatchNorm1d(latent_dim), "lif_latent": lif()}
+                "bn_latent": layer.BatchNorm1d(latent_dim), "lif_latent": esvae_lif()}
         self.encoder = _DirectEncoder(timesteps, OrderedDict(enc))
         self.prior = nn.Linear(latent_dim, latent_dim)
-        dec: list[nn.Module] = [layer.Linear(latent_dim, self.flat, bias=False), layer.BatchNorm1d(self.flat), lif(),
+        dec: list[nn.Module] = [layer.Linear(latent_dim, self.flat, bias=False), layer.BatchNorm1d(self.flat), esvae_lif(),
                                 nn.Unflatten(2, (CHANNELS[-1], self.side, self.side))]
         plan = self.deconv_plan()
         for c_in, c_out, stride, pad in plan[:-1]:
             dec += [layer.ConvTranspose2d(c_in, c_out, 3, stride, 1, output_padding=pad, bias=False),
-                    _tdbn(c_out), lif()]
+                    _tdbn(c_out), esvae_lif()]
         c_in, c_out, stride, pad = plan[-1]
         dec += [layer.ConvTranspose2d(c_in, c_out, 3, stride, 1, output_padding=pad),
                 neuron.NonSpikingLIFNode(tau=2.0, decode="last_mem")]

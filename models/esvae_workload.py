@@ -28,6 +28,7 @@ KEYS = {  # run-config keys of ESVAE
     "esvae-latent-dim": at_least(32, 1),
     "esvae-mmd-lambda": at_least(0.001, 0),
     "esvae-mmd-kernel": choice("rbf", KERNELS),
+    "esvae-weight-decay": at_least(0.001, 0),  # AdamW's, as the authors train
 }
 
 
@@ -41,13 +42,13 @@ class ESVAEWorkload(Workload):
 
     def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int,
               on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
-        """Adam over ``cfg.local_epochs``; ``on_epoch(epoch, mean loss)`` after each epoch."""
+        """AdamW over ``cfg.local_epochs``; ``on_epoch(epoch, mean loss)`` after each epoch."""
         x = torch.as_tensor(data[0], device=model_device(model))
         generator = torch.Generator().manual_seed(seed)
         prior = list(model.prior.parameters()) if hasattr(model, "prior") else []
         others = [p for p in model.parameters() if all(p is not q for q in prior)]
         groups = [{"params": others}] + ([{"params": prior, "lr": cfg.lr * PRIOR_LR_FACTOR}] if prior else [])
-        optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.esvae_weight_decay)
         model.train()
         for epoch in range(cfg.local_epochs):
             total, squares, objective = 0.0, 0.0, 0.0  # of the last epoch

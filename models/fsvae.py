@@ -15,8 +15,8 @@ code (github.com/kamata1729/FullySpikingVAE); the choices marked *here* are this
   of the k spikes) with the gradient flowing through the chosen spike;
 - prior p(z_t | z_<t): the same net fed z_{t-1} only; in training it reads the posterior's
   z_{t-1} (teacher forcing, *here*: the authors' MNIST config mixes in scheduled sampling);
-- z_{t-1} enters both nets detached, as in the authors' code; the latent nets' neurons are
-  :func:`models.spiking_cnn.lif` (*here*; the authors' LIF decays by 0.25, V_th = 0.2);
+- z_{t-1} enters both nets detached, as in the authors' code; every neuron is the authors'
+  LIF (:func:`models.esvae.esvae_lif`: decay 0.25, V_th = 0.2, hard reset);
 - loss = MSE(reconstruction, image in [-1, 1]) + ``mmd_weight`` * mean((PSP(q) - PSP(p))^2),
   q and p the k-spike means [T, N, C], PSP a first-order synapse with tau_s = 2; the authors
   add the two terms with weight 1.
@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 from torch import nn
 
-from models.esvae import ESVAE
-from models.spiking_cnn import lif
+from models.esvae import ESVAE, esvae_lif
 
 TAU_S = 2.0  # synaptic time constant of the PSP filter in the MMD
 
@@ -51,7 +50,7 @@ class _LatentNet(nn.Module):
         super().__init__()
         widths = (2 * latent_dim, 4 * latent_dim, k * latent_dim)
         self.fcs = nn.ModuleList(layer.Linear(a, b, bias=False) for a, b in zip((in_features, *widths), widths))
-        self.lifs = nn.ModuleList(lif() for _ in widths)
+        self.lifs = nn.ModuleList(esvae_lif() for _ in widths)
         self.bns = nn.ModuleList(nn.ModuleList(nn.BatchNorm1d(b) for _ in range(timesteps)) for b in widths)
         for bns, spike in zip(self.bns, self.lifs):
             for bn in bns:

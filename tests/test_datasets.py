@@ -102,6 +102,10 @@ def test_a_split_can_be_resized_and_cut_to_a_stratified_subset(tmp_path, monkeyp
     first = full.x_train[np.flatnonzero(full.y_train == small.y_train[0])]
     blocks = first[:, 0].reshape(len(first), 14, 2, 14, 2).mean((2, 4))
     assert np.isclose(blocks, small.x_train[0, 0], atol=1e-6).all(axis=(1, 2)).any()
+    # bilinear up to 32x32 (as the ESVAE authors' Resize): valid pixels, the same mean brightness
+    large = sources.load_split("fashion-mnist", str(tmp_path), 0.2, 0, image_size=32)
+    assert large.x_train.shape == (100, 1, 32, 32) and 0 <= large.x_train.min() and large.x_train.max() <= 1
+    assert abs(large.x_train.mean() - full.x_train.mean()) < 0.02
 
 
 def test_a_file_that_is_not_idx_gives_one_line(tmp_path):

@@ -11,7 +11,8 @@ import torch
 
 from data import load_split
 from models import get_workload
-from models.esvae import ESVAE, AnnVAE
+from models.esvae import ESVAE, AnnVAE, esvae_lif
+from models.fad import Autoencoder, fad, train_autoencoder
 from models.frechet import frechet_distance
 from models.mmd import mmd
 from models.poisson import poisson_spikes
@@ -56,6 +57,42 @@ def test_frechet_distance_of_gaussians_is_the_mean_shift_when_covariances_match(
     assert frechet_distance(a, a + shift) == pytest.approx((shift ** 2).sum(), rel=1e-3)
 
 
+def test_the_authors_lif_decays_by_a_quarter_fires_at_0_2_and_resets_to_zero():
+    neuron = esvae_lif()
+    neuron.step_mode = "m"
+    # u = 0.25 u + I: I = 0.18 gives 0.18, then 0.225 (spike, reset to 0), 0.18, 0.225, ...
+    assert neuron(torch.full((6, 1), 0.18)).flatten().tolist() == [0, 1, 0, 1, 0, 1]
+    neuron.reset()
+    assert neuron(torch.full((6, 1), 0.1)).sum() == 0  # settles at 0.1 / 0.75 < 0.2
+
+
+def test_fad_is_zero_for_the_same_images_and_grows_with_noise():
+    split = load_split("digits", "data-cache", 0.2, 0)
+    torch.manual_seed(0)
+    model = train_autoencoder(Autoencoder(1, 8), torch.as_tensor(split.x_train), seed=0, epochs=2)
+    test, train = torch.as_tensor(split.x_test), torch.as_tensor(split.x_train)
+    noisy = (test + 0.3 * torch.randn(test.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert fad(model, test, test) == pytest.approx(0.0, abs=1e-3)
+    assert fad(model, test, train) < fad(model, test, noisy) < fad(model, test, torch.rand_like(test))
+
+
+def test_a_measuring_network_is_trained_once_and_read_back(tmp_path):
+    from experiments.esvae import trained_once
+
+    split = load_split("digits", "data-cache", 0.2, 0)
+    cfg = load_config({"dataset": "digits", "data-dir": str(tmp_path)})
+    calls = []
+
+    def train(model):
+        calls.append(1)
+        torch.nn.init.normal_(model.weight)
+
+    first = trained_once(torch.nn.Linear(4, 3), "net", cfg, split, train)
+    again = trained_once(torch.nn.Linear(4, 3), "net", cfg, split, train)
+    assert len(calls) == 1 and torch.equal(first.weight, again.weight)
+    assert list((tmp_path / "net").glob("digits-8px-*-seed0.npz"))
+
+
 @pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32)])
 @pytest.mark.parametrize("cls", [ESVAE, AnnVAE])
 def test_shapes_follow_the_input(cls, channels, size):
@@ -93,26 +130,35 @@ def test_a_few_epochs_on_digits_lower_the_reconstruction_error():
 
 
 @pytest.mark.slow
-def test_cli_trains_and_writes_checkpoint_metrics_and_grids(tmp_path):
-    out = tmp_path / "esvae"
-    proc = subprocess.run([sys.executable, "-m", "experiments", "esvae", "train", "--epochs", "1", "--timesteps", "2",
-                           "--latent-dim", "8", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+def test_cli_trains_fsvae_writes_checkpoint_metrics_and_grids_and_reports(tmp_path):
+    out = tmp_path / "fsvae"
+    proc = subprocess.run([sys.executable, "-m", "experiments", "esvae", "train", "--model", "fsvae", "--epochs", "2",
+                           "--timesteps", "2", "--latent-dim", "8", "--data-dir", str(tmp_path / "data"),
+                           "--set", "max-train-samples=400", "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 < metrics["test_mse"] < 1 and metrics["frechet_samples"] > 0
+    assert metrics["test_mse_pm1"] == pytest.approx(4 * metrics["test_mse"])
+    assert metrics["fad_samples"] > metrics["fad_train_vs_test"] > 0 and metrics["train_images"] == 400
+    assert len(metrics["loss_per_epoch"]) == len(metrics["test_mse_per_epoch_first_360"]) == 2
     assert set(metrics["latent_noise_mse"]) == {"0.0", "0.5", "1.0", "2.0"}
     assert metrics["inception_fid"] is None or metrics["inception_fid"] >= 0
     for name in ("inputs", "reconstructions", "samples"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = torch.load(out / "checkpoint.pt")
-    assert state["model"] == "esvae" and any(k.startswith("encoder.") for k in state["state_dict"])
+    assert state["model"] == "fsvae" and any(k.startswith("posterior_net.") for k in state["state_dict"])
+    report = subprocess.run([sys.executable, "-m", "experiments", "esvae", "report", str(out), "--out",
+                             str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "| fsvae " in (tmp_path / "report" / "esvae.md").read_text()
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 0
 
 
 def test_cli_refuses_a_bad_option_with_one_line():
     proc = subprocess.run([sys.executable, "-m", "experiments", "esvae", "train", "--model", "gan"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "accepted: esvae, ann" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "accepted: esvae, fsvae, ann" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

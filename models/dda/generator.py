@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.dda.networks import embedding, logits
-from models.dda.synthesis import BNStatistics, InversionWeights, SyntheticBank, total_variation
+from models.dda.synthesis import InversionWeights, SyntheticBank, frozen, total_variation
 
 ROTATIONS = 4
 SYNTHESES = ("inversion", "generator")  # dda-synthesis: synthesis.py per batch, or this module
@@ -73,23 +73,21 @@ def generate(teacher: nn.Module, num_images: int, num_classes: int, shape: tuple
     ``rotation_weight`` x the rotation head's loss (0 turns the head off); then the
     batch is drawn from new noise. Returns the pool and the loss history per batch
     (``bn``, ``ce``, ``rotation``, ``accuracy`` of the teacher on the generated images),
-    the shape :func:`models.dda.synthesis.synthesize` returns.
+    the shape :func:`models.dda.synthesis.synthesize` returns. ``batch_size`` is also the
+    training batch; ``nz`` the noise size; ``seed`` seeds the noise, the labels and (through
+    torch's global generator) the generator's and head's initialisation.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     with torch.no_grad():
-        width = embedding(teacher, torch.zeros((2, *shape), device=device)).shape[1]
+        width = embedding(teacher.eval(), torch.zeros((2, *shape), device=device)).shape[1]
     net = Generator(nz, num_classes, shape).to(device)
     head = nn.Linear(width, ROTATIONS * num_classes).to(device)
     optimizer = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=lr, betas=(0.5, 0.999))
-    stats = BNStatistics(teacher)
     labels = torch.arange(num_images) % num_classes
     labels = labels[torch.randperm(num_images, generator=generator)]
     bank, histories = SyntheticBank(), []
-    try:
+    with frozen(teacher) as stats:
         for batch in labels.split(batch_size):
             history: dict[str, list[float]] = {"bn": [], "ce": [], "rotation": [], "accuracy": []}
             net.train()
@@ -117,8 +115,4 @@ def generate(teacher: nn.Module, num_images: int, num_classes: int, shape: tuple
                 batch = batch.to(device)
                 bank.add(net(torch.randn((len(batch), nz), generator=generator).to(device), batch), batch)
             histories.append(history)
-    finally:
-        stats.remove()
-        for p in teacher.parameters():
-            p.requires_grad_(True)
     return bank, histories

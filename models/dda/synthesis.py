@@ -8,6 +8,8 @@ l2). Batches from successive iterations accumulate in a :class:`SyntheticBank`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +49,22 @@ class BNStatistics:
             handle.remove()
 
 
+@contextmanager
+def frozen(teacher: nn.Module) -> Iterator[BNStatistics]:
+    """``teacher`` in eval mode with its parameters' gradients off, and BatchNorm hooks on
+    it, for synthesising against it; all restored (hooks removed) on exit."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    stats = BNStatistics(teacher)
+    try:
+        yield stats
+    finally:
+        stats.remove()
+        for p in teacher.parameters():
+            p.requires_grad_(True)
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
@@ -67,15 +85,11 @@ def invert(teacher: nn.Module, labels: torch.Tensor, shape: tuple[int, int, int]
     """Images [N, *shape] in [0, 1] for ``labels``, and the loss history per step
     (``bn``, ``ce``, ``accuracy`` of the teacher on the images)."""
     device = labels.device
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     # the images are sigmoid(z): always valid pixels, no clipping
     z = torch.randn((len(labels), *shape), generator=generator).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
-    stats = BNStatistics(teacher)
     history: dict[str, list[float]] = {"bn": [], "ce": [], "accuracy": []}
-    try:
+    with frozen(teacher) as stats:
         for _ in range(steps):
             x = torch.sigmoid(z)
             stats.clear()
@@ -89,10 +103,6 @@ def invert(teacher: nn.Module, labels: torch.Tensor, shape: tuple[int, int, int]
             history["bn"].append(bn.item())
             history["ce"].append(ce.item())
             history["accuracy"].append((out.argmax(1) == labels).float().mean().item())
-    finally:
-        stats.remove()
-        for p in teacher.parameters():
-            p.requires_grad_(True)
     return torch.sigmoid(z).detach(), history
 
 

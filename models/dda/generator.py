@@ -74,7 +74,7 @@ def generate(teacher: nn.Module, num_images: int, num_classes: int, shape: tuple
     batch is drawn from new noise. Returns the pool and the loss history per batch
     (``bn``, ``ce``, ``rotation``, ``accuracy`` of the teacher on the generated images),
     the shape :func:`models.dda.synthesis.synthesize` returns. ``batch_size`` is also the
-    training batch; ``nz`` the noise size; ``seed`` seeds the noise, the labels and (through
+    training batch (at most ``num_images``); ``nz`` the noise size; ``seed`` seeds the noise, the labels and (through
     torch's global generator) the generator's and head's initialisation.
     """
     torch.manual_seed(seed)
@@ -87,13 +87,14 @@ def generate(teacher: nn.Module, num_images: int, num_classes: int, shape: tuple
     labels = torch.arange(num_images) % num_classes
     labels = labels[torch.randperm(num_images, generator=generator)]
     bank, histories = SyntheticBank(), []
+    train_batch = min(batch_size, max(num_images, 2))  # BatchNorm needs two; a small pool needs no more
     with frozen(teacher) as stats:
         for batch in labels.split(batch_size):
             history: dict[str, list[float]] = {"bn": [], "ce": [], "rotation": [], "accuracy": []}
             net.train()
             for _ in range(steps):
-                y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
-                x = net(torch.randn((batch_size, nz), generator=generator).to(device), y)
+                y = torch.randint(0, num_classes, (train_batch,), generator=generator).to(device)
+                x = net(torch.randn((train_batch, nz), generator=generator).to(device), y)
                 stats.clear()
                 out = logits(teacher, x)
                 bn, ce = stats.loss, F.cross_entropy(out, y)

@@ -166,12 +166,20 @@ class ESVAE(_Shapes):
         functional.reset_net(self)
         return loss, per_sample.detach() / 4
 
+    def latent_spikes(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The latent spike trains [T, N, latent_dim] the decoder reads for images ``x``."""
+        return poisson_spikes(self.encode(x), self.timesteps, generator=generator)
+
+    def prior_spikes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` latent spike trains drawn from the prior: eps -> r_p -> spikes."""
+        return poisson_spikes(self.prior_rates(n, generator), self.timesteps, generator=generator)
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, latent_noise: float = 0.0,
                     generator: torch.Generator | None = None) -> torch.Tensor:
         """Images in [0, 1]. ``latent_noise`` = std of Gaussian noise added to the latent
         spike trains, as a share of each latent neuron's own std (as for :class:`AnnVAE`)."""
-        spikes = poisson_spikes(self.encode(x), self.timesteps, generator=generator)
+        spikes = self.latent_spikes(x, generator)
         if latent_noise:
             noise = torch.randn(spikes.shape, generator=generator, device=spikes.device)
             spikes = spikes + latent_noise * spikes.std(dim=(0, 1), keepdim=True) * noise
@@ -181,8 +189,8 @@ class ESVAE(_Shapes):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` generated images in [0, 1]: eps -> r_p -> spikes -> decoder."""
-        out = (self.decode(poisson_spikes(self.prior_rates(n, generator), self.timesteps, generator=generator)) + 1) / 2
+        """``n`` generated images in [0, 1]: prior spikes -> decoder."""
+        out = (self.decode(self.prior_spikes(n, generator)) + 1) / 2
         functional.reset_net(self)
         return out
 

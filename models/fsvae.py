@@ -131,27 +131,15 @@ class FSVAE(ESVAE):
         functional.reset_net(self)
         return loss, per_sample.detach() / 4
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, latent_noise: float = 0.0,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images in [0, 1]. ``latent_noise`` = std of Gaussian noise added to the latent
-        spike trains, as a share of each latent neuron's own std (as for :class:`ESVAE`)."""
-        spikes = self.posterior(x, generator)[0]
-        if latent_noise:
-            noise = torch.randn(spikes.shape, generator=generator, device=spikes.device)
-            spikes = spikes + latent_noise * spikes.std(dim=(0, 1), keepdim=True) * noise
-        out = (self.decode(spikes) + 1) / 2
-        functional.reset_net(self)
-        return out
+    def latent_spikes(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The posterior's z [T, N, C] for images ``x`` (ESVAE's ``reconstruct`` decodes it)."""
+        return self.posterior(x, generator)[0]
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` generated images in [0, 1]: z_1, ..., z_T drawn in turn from the prior net."""
+    def prior_spikes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z_1, ..., z_T drawn in turn from the prior net (ESVAE's ``sample`` decodes them)."""
         z = torch.zeros(n, self.latent_dim, device=self.decoder[0].weight.device)
         zs = []
         for t in range(self.timesteps):
             z = self._step(self.prior_net, t, generator, z)[0]
             zs.append(z)
-        out = (self.decode(torch.stack(zs)) + 1) / 2
-        functional.reset_net(self)
-        return out
+        return torch.stack(zs)

@@ -61,7 +61,7 @@ def augmenter_for(cfg, synthetic: torch.Tensor, shape: tuple[int, int, int], dev
     return SDEditAugmenter(unet, scheduler, cfg.dda_strength)
 
 
-def synthesise(teacher: nn.Module, cfg, shape: tuple[int, int, int], num_classes: int, device):
+def synthetic_bank(teacher: nn.Module, cfg, shape: tuple[int, int, int], num_classes: int, device):
     """The bank of ``dda-images`` images by ``dda-synthesis``: per-batch inversion or the
     generator (``dda-inversion-steps`` steps per batch of 128 either way)."""
     if cfg.dda_synthesis == "generator":
@@ -77,7 +77,7 @@ def prepare(teacher: nn.Module, cfg, shape: tuple[int, int, int], num_classes: i
     device = next(teacher.parameters()).device
     result, times = DDAResult(), {}
     t0 = time.perf_counter()
-    bank, histories = synthesise(teacher, cfg, shape, num_classes, device)
+    bank, histories = synthetic_bank(teacher, cfg, shape, num_classes, device)
     result.synthetic, result.labels = bank.tensors()
     result.info |= {"synthetic": len(result.synthetic), "synthesis": cfg.dda_synthesis,
                     "inversion_bn_loss_first": histories[0]["bn"][0], "inversion_bn_loss_last": histories[0]["bn"][-1],

@@ -13,7 +13,8 @@ from models.classify import recalibrate_batchnorm
 from models.firing import firing_statistics
 from models.spiking_cnn import SpikingCNN
 from strategies.base import ClientInfo
-from strategies.sfedca import SFedCA, balanced_subset, credits, imbalance, profiles
+from strategies.sfedca import (SFedCA, balanced_subset, credits, greedy_subset, imbalance, pairwise_order,
+                               pairwise_sum, profiles)
 from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, firing_metrics
 
 
@@ -90,6 +91,53 @@ def test_greedy_balance_for_many_candidates_still_covers_the_classes(monkeypatch
     picked = balanced_subset(stats, np.ones(40), 5)
     assert sorted(stats[picked].argmax(1).tolist()) == [0, 1, 2, 3, 4]
 
+
+
+def test_pairwise_sum_adds_in_numpys_order():
+    rng = np.random.default_rng(0)
+    for n in [*range(1, 41), 127, 128, 129, 136, 257, 300]:
+        x = 10.0 ** rng.uniform(-15, 15, (n, 7)) * rng.random((n, 7))  # wide range: any other order rounds differently
+        assert pairwise_sum(x[pairwise_order(n)]).tobytes() == np.ascontiguousarray(x.T).sum(-1).tobytes(), n
+
+
+def plain_greedy(p, w, k):
+    """The greedy step written plainly: each step scores fresh copies of the remaining rows."""
+    left = np.ones(len(p), dtype=bool)
+    total, mass = np.zeros(p.shape[1]), 0.0
+    for _ in range(k):
+        rest = np.flatnonzero(left)
+        best = rest[np.argmin(imbalance((total + p[rest]) / (mass + w[rest])[:, None]))]
+        left[best] = False
+        total, mass = total + p[best], mass + w[best]
+    return np.flatnonzero(~left).tolist()
+
+
+def test_greedy_takes_the_same_rows_as_the_plain_greedy_ties_and_rounding_included():
+    rng = np.random.default_rng(0)
+    for trial in range(96):
+        m, classes = int(rng.integers(10, 120)), int(rng.choice([1, 2, 3, 9, 10, 17]))
+        k = int(rng.integers(1, m))
+        kind = trial % 4
+        if kind == 0:  # small integers: many exact ties
+            stats = rng.integers(0, 3, (m, classes)).astype(float)
+        elif kind == 1:  # a few distinct rows, duplicated
+            stats = rng.random((4, classes))[rng.integers(0, 4, m)]
+        elif kind == 2:  # silent rows among one-class rows
+            stats = np.eye(classes)[rng.integers(0, classes, m)] * (rng.random((m, 1)) < 0.7)
+        else:
+            stats = rng.random((m, classes))
+        weights = rng.integers(1, 4, m).astype(float) if trial % 2 else np.full(m, 10.0)
+        p = profiles(stats) * weights[:, None]
+        assert greedy_subset(p, weights, k) == plain_greedy(p, weights, k), trial
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # zero weights: NaN scores, argmin takes the first
+        weights = np.r_[0.0, 0.0, np.ones(28)]
+        p = profiles(np.random.default_rng(1).random((30, 4))) * weights[:, None]
+        assert greedy_subset(p, weights, 10) == plain_greedy(p, weights, 10)
+        # after row 0, every other row divides by zero: all score +inf, the first of them goes next
+        weights = np.r_[2.0, np.full(29, -2.0)]
+        p = profiles(np.c_[np.r_[1.0, np.linspace(0.1, 0.4, 29)], np.r_[1.0, np.linspace(0.9, 0.6, 29)]]) * weights[:, None]
+        assert greedy_subset(p, weights, 20) == plain_greedy(p, weights, 20)
 
 def test_ties_in_credit_go_to_the_lower_partition_id():
     clients = make_clients(3)

@@ -11,6 +11,8 @@ node's state until a ``train.upload`` message for the same round asks for them.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -40,11 +42,16 @@ def _global_model(msg: Message, cfg: RunConfig) -> torch.nn.Module:
 
 
 def global_model(cfg: RunConfig, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The workload's model holding ``state_dict``."""
-    spec = split_of(cfg).spec
-    model = get_workload(cfg.workload).build_model(cfg, spec)
+    """The workload's model holding ``state_dict``: one model object per process and run
+    config, overwritten by each message (a Ray actor serves thousands of virtual clients)."""
+    model = _model(cfg)
     model.load_state_dict(state_dict)
     return model
+
+
+@functools.lru_cache(maxsize=1)
+def _model(cfg: RunConfig) -> torch.nn.Module:
+    return get_workload(cfg.workload).build_model(cfg, split_of(cfg).spec)
 
 
 def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round: int
@@ -68,7 +75,8 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
         # local training plus the two statistics passes, at the trained model's rates
         **workload.energy(model, data, cfg, train_samples=n * cfg.local_epochs, inference_samples=2 * n),
     }
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+    # copies: the model object is reused by the next message
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, metrics
 
 
 @app.query()

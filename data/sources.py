@@ -89,10 +89,11 @@ def _digits(data_dir: str, test_fraction: float, seed: int) -> Split:
     return Split(a["x_train"], a["y_train"], a["x_test"], a["y_test"], DatasetSpec(1, 8, 10))
 
 
-def _synthetic(data_dir: str, test_fraction: float, seed: int) -> Split:
-    """MNIST-sized (60,000 + 10,000) 8x8 images: a digits image of the class plus Gaussian
-    noise. Learnable and embedded, for scale benchmarks with thousands of clients; not a
-    benchmark of accuracy."""
+def _synthetic(data_dir: str, test_fraction: float, seed: int, train_samples: int = 60_000) -> Split:
+    """``train_samples`` (MNIST-sized by default) + 10,000 8x8 images: a digits image of the
+    class plus Gaussian noise. Learnable and embedded, for scale benchmarks with thousands of
+    clients (``synthetic-1m``: 1,000,000 training images, 10 each for 100,000 clients); not
+    a benchmark of accuracy."""
     base = _digits(data_dir, test_fraction, seed)
     rng = np.random.default_rng(seed)
 
@@ -101,7 +102,7 @@ def _synthetic(data_dir: str, test_fraction: float, seed: int) -> Split:
         noise = rng.normal(0, 0.15, size=(n, *base.x_train.shape[1:])).astype(np.float32)
         return np.clip(base.x_train[pick] + noise, 0, 1), base.y_train[pick]
 
-    return Split(*draw(60_000), *draw(10_000), base.spec)
+    return Split(*draw(train_samples), *draw(10_000), base.spec)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -188,6 +189,7 @@ def _cifar10(label: str, spec: DatasetSpec) -> Callable[[str, float, int], Split
 DATASETS: dict[str, Callable[[str, float, int], Split]] = {
     "digits": _digits,
     "synthetic": _synthetic,
+    "synthetic-1m": functools.partial(_synthetic, train_samples=1_000_000),
     "mnist": _mnist_like("MNIST", None),
     "fashion-mnist": _mnist_like("FashionMNIST", SYSTEM_FASHION_MNIST),
     "cifar10": _cifar10("CIFAR10", DatasetSpec(3, 32, 10)),

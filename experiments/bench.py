@@ -83,21 +83,29 @@ def bare_rounds(cfg: RunConfig) -> list[float]:
     return times
 
 
-def orchestration(settings: dict) -> dict:
-    """Bare loop vs Flower + Ray on ``settings``; rounds after the first are steady state."""
+def orchestration(settings: dict, repeats: int = 2) -> dict:
+    """Bare loop vs Flower + Ray on ``settings``, alternately ``repeats`` times each (this
+    machine's speed drifts by 10-20% between minutes); rounds after the first of each run
+    are steady state."""
     from experiments.simulation import read_rounds, resolve, simulate
 
+    bare, simulated, wall = [], [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = resolve({**settings, "results-dir": tmp, "run-name": "bench"})
-        bare = bare_rounds(cfg)
-        start = time.perf_counter()
-        directory = simulate(cfg)
-        wall = time.perf_counter() - start
-        simulated = [float(r["seconds"]) for r in read_rounds(directory)]
-    bare_steady, sim_steady = statistics.median(bare[1:]), statistics.median(simulated[1:])
+        for i in range(repeats):
+            cfg = resolve({**settings, "results-dir": tmp, "run-name": f"bench{i}"})
+            bare.append(bare_rounds(cfg)[1:])
+            start = time.perf_counter()
+            directory = simulate(cfg)
+            rounds = [float(r["seconds"]) for r in read_rounds(directory)]
+            wall += time.perf_counter() - start - sum(rounds)
+            simulated.append(rounds[1:])
+    bare_steady = statistics.median(t for run in bare for t in run)
+    sim_steady = statistics.median(t for run in simulated for t in run)
     return {"clients": cfg.num_partitions, "per_round": clients_per_round(cfg), "rounds": cfg.num_server_rounds,
-            "bare_s_per_round": bare_steady, "simulation_s_per_round": sim_steady,
-            "ratio": sim_steady / bare_steady, "simulation_startup_and_shutdown_s": wall - sum(simulated)}
+            "num_cpus": cfg.num_cpus, "repeats": repeats, "bare_s_per_round": bare_steady,
+            "simulation_s_per_round": sim_steady, "ratio": sim_steady / bare_steady,
+            "ratio_per_repeat": " ".join(f"{statistics.median(s) / statistics.median(b):.3f}" for b, s in zip(bare, simulated)),
+            "simulation_startup_and_shutdown_s": wall / repeats}
 
 
 # --- scale ----------------------------------------------------------------------------------
@@ -114,9 +122,15 @@ def tree_rss(process: psutil.Process) -> int:
 
 
 def scale(settings: dict, timeout: float = 3600) -> dict:
-    """One `spikefed run` subprocess; its rounds from rounds.csv, its tree's peak memory."""
+    """One `spikefed run` subprocess; its rounds from rounds.csv, its tree's peak memory.
+    The partitions are computed (or read from data-dir's cache) here first and timed apart:
+    the first 100,000-partition split takes minutes, every later run reads it."""
+    from data import partition_sizes
     from experiments.simulation import read_rounds
 
+    start = time.perf_counter()
+    partition_sizes(load_config(settings))
+    partitioning = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         sets = [a for k, v in {**settings, "results-dir": tmp, "run-name": "scale"}.items()
                 for a in ("--set", f"{k}={v}")]
@@ -135,7 +149,7 @@ def scale(settings: dict, timeout: float = 3600) -> dict:
             raise RuntimeError(f"scale run failed: {proc.stderr.read()[-2000:]}")
         rounds = [float(r["seconds"]) for r in read_rounds(Path(tmp) / "scale")]
     return {"clients": settings["num-partitions"], "per_round": int(settings["num-partitions"] * settings["fraction-train"]),
-            "startup_s": wall - sum(rounds), "s_per_round": statistics.median(rounds),
+            "dataset": settings["dataset"], "partitioning_s": partitioning, "startup_s": wall - sum(rounds), "s_per_round": statistics.median(rounds),
             "peak_rss_gib": peak / 2**30, "wall_s": wall}
 
 

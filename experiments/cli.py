@@ -402,7 +402,7 @@ def bench(
     if smoke:
         jobs = {
             "orchestration": lambda: [b.orchestration({**run, "dataset": "digits", "num-partitions": 10,
-                                                       "fraction-train": 0.2, "num-server-rounds": 2})],
+                                                       "fraction-train": 0.2, "num-server-rounds": 2}, repeats=1)],
             "scale": lambda: [b.scale({**run, "dataset": "digits", "num-cpus": 1.0, "num-partitions": 20,
                                        "fraction-train": 0.1, "num-server-rounds": 2})],
             "selection": lambda: b.selection(200, 0.1, repeats=2),
@@ -410,10 +410,13 @@ def bench(
         }
     else:
         jobs = {
-            "orchestration": lambda: [b.orchestration({**run, "num-partitions": 100, "fraction-train": 0.1,
-                                                       "num-server-rounds": 6})],
-            "scale": lambda: [b.scale({**run, "num-cpus": 1.0, "num-partitions": n, "fraction-train": 0.1,
-                                       "num-server-rounds": 3}) for n in (100, 1000, 5000)],
+            # one actor with the loop's 2 threads (the goal's like-for-like), then 2 one-thread actors (the default)
+            "orchestration": lambda: [b.orchestration({**run, "num-cpus": n, "num-partitions": 100, "fraction-train": 0.1,
+                                                       "num-server-rounds": 6}, repeats=r) for n, r in ((2.0, 2), (1.0, 1))],
+            # 1,000 clients per round at most; 100,000 clients need more than synthetic's 60,000 images
+            "scale": lambda: [b.scale({**run, "num-cpus": 1.0, "num-partitions": n, "fraction-train": min(0.1, 1000 / n),
+                                       "num-server-rounds": 3, "dataset": "synthetic-1m" if n > 10_000 else "synthetic"})
+                              for n in (100, 1000, 10_000, 100_000)],
             "selection": lambda: b.selection(10_000, 0.1, repeats=20),
             "spiking": lambda: b.spiking([1, 4, 8], batch_size=32, image_size=8, repeats=30),
         }

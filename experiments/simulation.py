@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from flwr.simulation import run_simulation
 from clients.app import app as client_app
 from data import partition_sizes, split_of
 from models import get_workload
+from server import simulation_engine
 from server.app import make_server_app
 from server.config import ConfigError, RunConfig, load_config
 from server.results import load_checkpoint, run_dir
@@ -55,9 +57,14 @@ def simulate(cfg: RunConfig) -> Path:
     """Run ``cfg`` with one virtual SuperNode per partition, on a local Ray or on the Ray
     cluster ``ray-address`` names (Flower's Ray backend places the ClientApp actors across
     its nodes, ``num-cpus`` / ``num-gpus`` each); returns the results dir."""
+    simulation_engine.install()  # one pass per poll over the messages, not one per node
     init_args = {"logging_level": "ERROR", "log_to_driver": False}
     if cfg.ray_address:
         init_args["address"] = cfg.ray_address
+    elif not os.environ.get("RAY_ADDRESS"):  # a Ray started here (a cluster keeps its own settings)
+        # Ray starts its workers at niceness 15, behind the driver and its own daemons: on a
+        # few cores their every wake-up then stalls a multi-threaded torch step in an actor
+        init_args["_system_config"] = {"worker_niceness": 0}
     run_simulation(
         server_app=make_server_app(cfg.to_mapping()),
         client_app=client_app,

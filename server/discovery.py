@@ -9,16 +9,23 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from data import partition_sizes
+from server import simulation_engine
 from server.config import ConfigError, RunConfig
 from strategies import ClientInfo
 
 
 def discover_clients(grid: Grid, cfg: RunConfig, timeout: float = 600.0) -> dict[int, ClientInfo]:
-    """Ask every connected node (a `query` message) for its partition, until all
-    ``num-partitions`` clients are known. Nodes that join later are asked when they appear.
+    """Every node's partition and size, until all ``num-partitions`` clients are known.
+
+    In a simulation started by SpikeFed (server/simulation_engine.py) they come from the
+    engine's own node -> partition table, with no message. Otherwise every connected node
+    is asked (a `query` message); nodes that join later are asked when they appear.
 
     Raises ConfigError when a node's partitioning disagrees with the run config.
     """
+    if simulation_engine.installed():
+        return simulated_clients(grid, cfg, timeout)
     clients: dict[int, ClientInfo] = {}
     record = RecordDict({"config": ConfigRecord(cfg.to_mapping())})
     while len(clients) < cfg.num_partitions:
@@ -29,14 +36,7 @@ def discover_clients(grid: Grid, cfg: RunConfig, timeout: float = 600.0) -> dict
             if reply.has_error():
                 raise ConfigError(f"the client on node {node} failed to start: {reply.error.reason}")
             info = reply.content["info"]
-            if info["num-partitions"] != cfg.num_partitions:
-                raise ConfigError(
-                    f"num-partitions={cfg.num_partitions} but node {node} was started with "
-                    f"num-partitions={info['num-partitions']}; in simulation pass "
-                    f"--federation-config \"num-supernodes={cfg.num_partitions}\" to flwr run, "
-                    f"or start each SuperNode with --node-config "
-                    f"\"partition-id=<i> num-partitions={cfg.num_partitions}\""
-                )
+            check_partitioning(cfg, node, info["num-partitions"])
             client = ClientInfo(node, int(info["partition-id"]), int(info["num-examples"]))
             if any(c.partition_id == client.partition_id for c in clients.values()):
                 raise ConfigError(f"two nodes hold partition-id={client.partition_id}; each needs its own")
@@ -45,3 +45,32 @@ def discover_clients(grid: Grid, cfg: RunConfig, timeout: float = 600.0) -> dict
             log(INFO, "Waiting for clients: %d of %d known", len(clients), cfg.num_partitions)
             time.sleep(1.0)
     return clients
+
+
+def simulated_clients(grid: Grid, cfg: RunConfig, timeout: float) -> dict[int, ClientInfo]:
+    """The clients of the running simulation engine, once it has started all its nodes;
+    their sizes are the partitions' (the same arrays the clients load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = simulation_engine.partition_table()
+        nodes = list(grid.get_node_ids())
+        if table and nodes and all(n in table for n in nodes):
+            break
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the simulation engine started no nodes within {timeout:.0f} s")
+        time.sleep(0.1)
+    check_partitioning(cfg, nodes[0], len(table))
+    sizes = partition_sizes(cfg)
+    return {n: ClientInfo(n, table[n], sizes[table[n]]) for n in nodes}
+
+
+def check_partitioning(cfg: RunConfig, node: int, num_partitions: int) -> None:
+    """ConfigError when ``node`` was started for another number of partitions than the run's."""
+    if num_partitions != cfg.num_partitions:
+        raise ConfigError(
+            f"num-partitions={cfg.num_partitions} but node {node} was started with "
+            f"num-partitions={num_partitions}; in simulation pass "
+            f"--federation-config \"num-supernodes={cfg.num_partitions}\" to flwr run, "
+            f"or start each SuperNode with --node-config "
+            f"\"partition-id=<i> num-partitions={cfg.num_partitions}\""
+        )

@@ -31,7 +31,8 @@ SpikeFed's additions, each a run-config key:
 - ``sfedca-rule = balance`` (the default): aggregate the k candidates whose combined
   after-training statistic (each client's vector normalised to sum 1, weighted by its
   number of examples) is closest to class-uniform in L1 distance: exact over all subsets
-  when there are at most :data:`EXACT_SUBSETS` of them, greedy otherwise. This makes the
+  when there are at most :data:`EXACT_SUBSETS` of them, greedy otherwise (in batches when k >
+  :data:`GREEDY_STEPS`). This makes the
   abstract's "aggregate the clients that contribute to a balanced global sample
   distribution" concrete; docs/experiments.md says which rule wins where.
 - ``sfedca-candidate-factor``: m = ceil(factor x k) candidates train (default 2).
@@ -67,6 +68,8 @@ from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
 STATISTICS = ("output", "class")
 RULES = ("balance", "top-credit")
 EXACT_SUBSETS = 20_000  # the balance rule searches every subset up to this many
+GREEDY_STEPS = 50  # beyond, its greedy search scores all candidates at most this often ...
+SHORTLIST = 4  # ... and in between, this many times as many rows as steps in the batch
 
 
 def credits(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -91,7 +94,7 @@ def imbalance(profile: np.ndarray) -> np.ndarray:
 def balanced_subset(statistics: np.ndarray, weights: np.ndarray, k: int) -> list[int]:
     """Indices (ascending) of the ``k`` rows whose weighted mean profile is closest to
     uniform: exact when C(m, k) <= EXACT_SUBSETS (ties: the first subset in
-    lexicographic order), else greedy (add the row that helps most, ties: lowest index)."""
+    lexicographic order), else greedy (:func:`greedy_subset`)."""
     p = profiles(statistics) * np.asarray(weights, dtype=float)[:, None]
     w = np.asarray(weights, dtype=float)
     m = len(p)
@@ -104,75 +107,38 @@ def balanced_subset(statistics: np.ndarray, weights: np.ndarray, k: int) -> list
     return greedy_subset(p, w, k)
 
 
-def pairwise_order(n: int) -> list[int]:
-    """The order in which to lay out n summands for :func:`pairwise_sum`. numpy's ``sum``
-    over a contiguous row of n adds them pairwise: up to 8 one after another; up to 128
-    summand i into partial sum i % 8, the 8 sums combined as ((0+1)+(2+3))+((4+5)+(6+7)),
-    the rest added after; beyond 128, two halves split at a multiple of 8. Within each
-    block of 8 the order is 0, 4, 2, 6, 1, 5, 3, 7: each combining step then adds two
-    contiguous halves."""
-    if n > 128:
-        half = n // 2 - n // 2 % 8
-        return pairwise_order(half) + [half + i for i in pairwise_order(n - half)]
-    blocks = n - n % 8 if n >= 8 else 0
-    return [b + j for b in range(0, blocks, 8) for j in (0, 4, 2, 6, 1, 5, 3, 7)] + list(range(blocks, n))
-
-
-def pairwise_sum(y: np.ndarray) -> np.ndarray:
-    """For ``y = x[pairwise_order(len(x))]``, the column sums of ``x`` bit for bit as numpy's
-    ``sum(-1)`` adds the rows of a C-contiguous ``x.T`` (up to the sign of a zero sum;
-    tests/test_sfedca.py holds numpy to it), but a whole row of ``y`` per step: over a few
-    long columns, several times faster than numpy's row-by-row reduction."""
-    n = len(y)
-    if n > 128:
-        half = n // 2 - n // 2 % 8
-        return pairwise_sum(y[:half]) + pairwise_sum(y[half:])
-    if n < 8:
-        res, tail = y[0].copy(), 1
-    else:
-        acc, tail = y[:8], n - n % 8
-        for i in range(8, tail, 8):
-            acc = acc + y[i:i + 8]
-        pairs = acc[:4] + acc[4:]
-        halves = pairs[:2] + pairs[2:]
-        res = halves[0] + halves[1]
-    for i in range(tail, n):
-        res += y[i]
-    return res
-
-
 def greedy_subset(p: np.ndarray, w: np.ndarray, k: int) -> list[int]:
-    """The greedy search of :func:`balanced_subset` on weighted profiles ``p`` [rows, classes]
-    and weights ``w``: each step adds the remaining row r with the least
-    ``imbalance((total + p[r]) / (mass + w[r]))`` (ties: lowest index), with the very same
-    float operations per element, but on preallocated classes x rows buffers (classes in
-    :func:`pairwise_order`) instead of fresh copies of the remaining rows; taken rows score
-    +inf, and are dropped from the buffers once they make up an eighth of them."""
-    p = p[:, pairwise_order(p.shape[1])]
-    rows = np.arange(len(p))  # the original index of each buffer column
-    columns, weights = np.ascontiguousarray(p.T), w
-    mean, denominator = np.empty_like(columns), np.empty_like(weights)
-    penalty, dropped = np.full(len(p), -np.inf), 0  # +inf once taken
-    total, mass, uniform = np.zeros(p.shape[1]), 0.0, 1.0 / p.shape[1]
-    chosen = []
-    for _ in range(k):
-        np.add(total[:, None], columns, out=mean)
-        np.add(mass, weights, out=denominator)
-        np.divide(mean, denominator, out=mean)
-        np.subtract(mean, uniform, out=mean)
-        # fmax: taken rows +inf; a NaN score becomes -inf, so that argmin still takes the first NaN
-        score = np.fmax(pairwise_sum(np.abs(mean, out=mean)), penalty)
-        best = int(score.argmin())
-        if penalty[best] > 0:  # every remaining row scores +inf: the first of them
-            best = int(penalty.argmin())
-        penalty[best], dropped = np.inf, dropped + 1
-        chosen.append(int(rows[best]))
-        total, mass = total + p[chosen[-1]], mass + w[chosen[-1]]
-        if 8 * dropped >= len(rows):
-            keep = penalty < 0
-            columns, weights, rows, penalty = columns.compress(keep, 1), weights[keep], rows[keep], penalty[keep]
-            mean, denominator, dropped = np.empty_like(columns), np.empty_like(weights), 0
-    return sorted(chosen)
+    """Greedy search on weighted profiles ``p`` [rows, classes] with weights ``w``: each step
+    adds the remaining row r with the least ``imbalance((total + p[r]) / (mass + w[r]))``
+    (ties: lowest index). For k up to GREEDY_STEPS every step scores every remaining row;
+    beyond, steps go in batches of ceil(k / GREEDY_STEPS): a batch scores every remaining
+    row once, then its steps score only the SHORTLIST x batch rows that scored best
+    (docs/benchmarks.md compares the balance reached with one row per full scoring)."""
+    left = np.ones(len(p), dtype=bool)
+    total, mass, taken = np.zeros(p.shape[1]), 0.0, 0
+    batch = math.ceil(k / GREEDY_STEPS)
+    if batch == 1:
+        for _ in range(k):
+            rest = np.flatnonzero(left)
+            best = rest[int(np.argmin(imbalance((total + p[rest]) / (mass + w[rest])[:, None])))]
+            left[best] = False
+            total, mass = total + p[best], mass + w[best]
+        return np.flatnonzero(~left).tolist()
+    uniform = 1.0 / p.shape[1]
+    while taken < k:
+        rows = np.flatnonzero(left)
+        score = imbalance((total + p[rows]) / (mass + w[rows])[:, None])
+        if len(rows) > SHORTLIST * batch:
+            rows = np.sort(rows[np.argpartition(score, SHORTLIST * batch)[:SHORTLIST * batch]])
+        # |(total + p_r) / (mass + w_r) - 1/C| summed = |deficit + excess_r| summed / (mass + w_r)
+        excess, rows_w, out = p[rows] - uniform * w[rows][:, None], w[rows], np.zeros(len(rows))
+        gap, score = np.empty_like(excess), np.empty_like(rows_w)
+        for _ in range(min(batch, k - taken)):
+            np.abs(np.add(total - uniform * mass, excess, out=gap), out=gap).sum(1, out=score)
+            best = int(np.argmin(np.divide(score, mass + rows_w, out=score) + out))  # out: +inf once taken
+            out[best], left[rows[best]] = np.inf, False
+            total, mass, taken = total + p[rows[best]], mass + rows_w[best], taken + 1
+    return np.flatnonzero(~left).tolist()
 
 
 class SFedCA(SelectionStrategy):

@@ -12,6 +12,7 @@ node's state until a ``train.upload`` message for the same round asks for them.
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
@@ -20,7 +21,7 @@ from flwr.clientapp import ClientApp
 from clients.replies import query_reply, statistics_metrics, train_reply, upload_reply
 from core import faults
 from core.config import RunConfig
-from core.protocol import FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, SERVER_ROUND
+from core.protocol import COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, SERVER_ROUND
 from data import client_test_data, client_train_data, split_of
 from models import get_workload
 from models.device import model_device
@@ -58,6 +59,7 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
                  ) -> tuple[dict[str, torch.Tensor], dict]:
     """Client ``pid``'s round: firing statistics of the received model on its data, local
     training, the statistics again; returns the trained weights and the reply's metrics."""
+    start = time.perf_counter()
     workload = get_workload(cfg.workload)
     data = client_train_data(cfg, pid)
     num_classes = split_of(cfg).spec.num_classes
@@ -75,6 +77,7 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
         # local training plus the two statistics passes, at the trained model's rates
         **workload.energy(model, data, cfg, train_samples=n * cfg.local_epochs, inference_samples=2 * n),
     }
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - start
     # copies: the model object is reused by the next message
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, metrics
 

@@ -10,7 +10,8 @@ them, firing statistics (see ``docs/protocol.md``):
 - ``class-intensity-before`` / ``class-intensity-after``: per class, the network's mean
   firing rate on the local samples of that class (0 for absent classes);
 - ``loss-sq-mean``: mean squared per-sample training loss (Oort's statistical utility);
-- ``energy-snn`` / ``energy-ann``: joules the client estimates for its local work (optional).
+- ``energy-snn`` / ``energy-ann``: joules the client estimates for its local work (optional);
+- ``compute-seconds``: wall seconds its local work took (optional; summed per round).
 
 A train config with ``two-phase = true`` asks the client to keep its trained weights and
 reply with the MetricRecord only; an ``UPLOAD`` message for the same ``server-round``
@@ -33,6 +34,7 @@ CLASS_AFTER = "class-intensity-after"
 LOSS_SQ_MEAN = "loss-sq-mean"
 NUM_EXAMPLES = "num-examples"
 ENERGY_KEYS = ("energy-snn", "energy-ann")
+COMPUTE_SECONDS = "compute-seconds"
 EXECUTOR = "executor"  # train reply ConfigRecord: where the update ran (host, device)
 
 SERVER_ROUND = "server-round"  # train/evaluate config: the round being run

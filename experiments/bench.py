@@ -13,6 +13,7 @@ Every figure is the median of several repetitions.
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import subprocess
 import sys
@@ -84,27 +85,32 @@ def bare_rounds(cfg: RunConfig) -> list[float]:
 
 
 def orchestration(settings: dict, repeats: int = 2) -> dict:
-    """Bare loop vs Flower + Ray on ``settings``, alternately ``repeats`` times each (this
-    machine's speed drifts by 10-20% between minutes); rounds after the first of each run
-    are steady state."""
+    """Bare loop vs Flower + Ray on ``settings``, alternately ``repeats`` times each; rounds
+    after the first of each run are steady state. This machine's speed drifts by 10-30%
+    between minutes, so with one actor the simulation's rounds are also set against the
+    compute inside them (the clients' own timing of their work plus the server's
+    evaluation, from rounds.csv): the same ratio, measured in the same seconds."""
     from experiments.simulation import read_rounds, resolve, simulate
 
-    bare, simulated, wall = [], [], 0.0
+    bare, simulated, in_run, wall = [], [], [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             cfg = resolve({**settings, "results-dir": tmp, "run-name": f"bench{i}"})
             bare.append(bare_rounds(cfg)[1:])
             start = time.perf_counter()
-            directory = simulate(cfg)
-            rounds = [float(r["seconds"]) for r in read_rounds(directory)]
-            wall += time.perf_counter() - start - sum(rounds)
-            simulated.append(rounds[1:])
+            rows = read_rounds(simulate(cfg))
+            wall += time.perf_counter() - start - sum(float(r["seconds"]) for r in rows)
+            simulated.append([float(r["seconds"]) for r in rows[1:]])
+            in_run += [float(r["seconds"]) / (float(r["client_seconds"]) + float(r["eval_seconds"])) for r in rows[1:]]
     bare_steady = statistics.median(t for run in bare for t in run)
     sim_steady = statistics.median(t for run in simulated for t in run)
+    one_actor = cfg.num_cpus >= (os.cpu_count() or 1)  # else the clients' seconds overlap
     return {"clients": cfg.num_partitions, "per_round": clients_per_round(cfg), "rounds": cfg.num_server_rounds,
             "num_cpus": cfg.num_cpus, "repeats": repeats, "bare_s_per_round": bare_steady,
             "simulation_s_per_round": sim_steady, "ratio": sim_steady / bare_steady,
-            "ratio_per_repeat": " ".join(f"{statistics.median(s) / statistics.median(b):.3f}" for b, s in zip(bare, simulated)),
+            "bare_per_repeat": " ".join(f"{statistics.median(b):.2f}" for b in bare),
+            "simulation_per_repeat": " ".join(f"{statistics.median(s):.2f}" for s in simulated),
+            "in_run_ratio": statistics.median(in_run) if one_actor else "",
             "simulation_startup_and_shutdown_s": wall / repeats}
 
 
@@ -151,6 +157,63 @@ def scale(settings: dict, timeout: float = 3600) -> dict:
     return {"clients": settings["num-partitions"], "per_round": int(settings["num-partitions"] * settings["fraction-train"]),
             "dataset": settings["dataset"], "partitioning_s": partitioning, "startup_s": wall - sum(rounds), "s_per_round": statistics.median(rounds),
             "peak_rss_gib": peak / 2**30, "wall_s": wall}
+
+
+# --- message delivery -------------------------------------------------------------------
+
+def linkstate_federation(nodes: int):
+    """Flower's in-memory LinkState with one run and ``nodes`` virtual nodes registered as
+    its simulation engine registers them; returns (state, grid, node id -> partition id)."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.proto.task_pb2 import Task  # pylint: disable=no-name-in-module
+    from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid import InMemoryGrid
+
+    run_id, task_id = 7, 11
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = run_id, task_id, SUPERLINK_NODE_ID
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    state = factory.state()
+    run = Run.create_empty(run_id=run_id)
+    run.primary_task_id, run.federation_id = task_id, NOOP_FEDERATION_ID
+    state.run_ids[run_id] = RunRecord(run=run)
+    state.task_store[task_id] = Task(task_id=task_id, run_id=run_id)
+    mapping = _register_nodes(nodes, factory)
+    grid = InMemoryGrid(state_factory=factory)
+    grid.set_run(run)
+    return state, grid, mapping
+
+
+def delivery(nodes: list[int], messages: int, sample: int = 1000) -> list[dict]:
+    """Seconds of one delivery pass with min(``messages``, N / 10) waiting for as many nodes out of N:
+    Flower's (``state.get_message_ins(node, limit=1)`` for every node; timed over ``sample``
+    nodes that hold none and scaled to N, each such call checks every stored message) and
+    SpikeFed's (server/simulation_engine.py: one scan)."""
+    from flwr.app import Message, RecordDict
+
+    from server.simulation_engine import undelivered
+
+    rows = []
+    for n in nodes:
+        state, grid, mapping = linkstate_federation(n)
+        ids, waiting = list(mapping), min(messages, n // 10)
+        grid.push_messages([Message(RecordDict(), dst_node_id=i, message_type="train") for i in ids[:waiting]])
+        idle = ids[waiting:][-sample:]
+        start = time.perf_counter()
+        for node in idle:
+            state.get_message_ins(node_id=node, limit=1)
+        flower = (time.perf_counter() - start) * n / len(idle)
+        start = time.perf_counter()
+        delivered = len(undelivered(state, mapping))
+        rows.append({"nodes": n, "messages": waiting, "delivered": delivered, "flower_pass_s": flower,
+                     "spikefed_pass_s": time.perf_counter() - start})
+    return rows
 
 
 # --- selection ------------------------------------------------------------------------------

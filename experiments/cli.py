@@ -379,7 +379,7 @@ def dda_ablation(
     print((out / "ablation.md").read_text())
 
 
-BENCHMARKS = ("orchestration", "scale", "selection", "spiking")
+BENCHMARKS = ("orchestration", "delivery", "scale", "selection", "spiking")
 
 
 @app.command()
@@ -406,6 +406,7 @@ def bench(
             "scale": lambda: [b.scale({**run, "dataset": "digits", "num-cpus": 1.0, "num-partitions": 20,
                                        "fraction-train": 0.1, "num-server-rounds": 2})],
             "selection": lambda: b.selection(200, 0.1, repeats=2),
+            "delivery": lambda: b.delivery([200], messages=20, sample=50),
             "spiking": lambda: b.spiking([1, 2], batch_size=8, image_size=8, repeats=2),
         }
     else:
@@ -418,6 +419,7 @@ def bench(
                                        "num-server-rounds": 3, "dataset": "synthetic-1m" if n > 10_000 else "synthetic"})
                               for n in (100, 1000, 10_000, 100_000)],
             "selection": lambda: b.selection(10_000, 0.1, repeats=20),
+            "delivery": lambda: b.delivery([1000, 10_000, 100_000], messages=1000),
             "spiking": lambda: b.spiking([1, 4, 8], batch_size=32, image_size=8, repeats=30),
         }
     results = {}

@@ -74,10 +74,12 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         if server_round == 0 and done:
             return MetricRecord()  # evaluated before the crash
         server_round += done
+        started = time.perf_counter()
         if cfg.server_eval:
             model.load_state_dict(arrays.to_torch_state_dict())
             metrics = workload.evaluate(model, test_data, cfg)
             metrics["firing-rate"] = mean_firing_rate(workload.firing_rates(model, test_data, cfg))
+        eval_seconds = time.perf_counter() - started
         if server_round == 0:
             return MetricRecord(metrics)
         record = strategy.record
@@ -111,6 +113,8 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             **{k: f"{v:.6g}" for k, v in energy.items()},
             **{f"{k}_cumulative": f"{float(previous.get(f'{k}_cumulative') or 0.0) + v:.6g}" for k, v in energy.items()},
             "executors": counts(record.executors.values()),
+            "client_seconds": round(record.compute_seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
             "seconds": round(time.perf_counter() - last, 3),
         })
         results.checkpoint(server_round, arrays, strategy.state_dict())

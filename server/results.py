@@ -20,7 +20,7 @@ COLUMNS = [
     "round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients", "rejections",
     "injected_faults", "model_updated", "scores", "test_accuracy", "test_loss", "test_mse", "student_accuracy",
     "train_loss", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j",
-    "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "seconds",
+    "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "client_seconds", "eval_seconds", "seconds",
 ]
 CHECKPOINT = "checkpoint.pt"
 # keys a resumed run may change: where it is written, how long it runs, that it resumes

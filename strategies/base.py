@@ -36,7 +36,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, samp
 
 from core import faults
 from core.config import ConfigError, Key, RunConfig, above, at_least, check_range, share
-from core.protocol import ENERGY_KEYS, EXECUTOR, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND, TWO_PHASE_KEY, UPLOAD
+from core.protocol import COMPUTE_SECONDS, ENERGY_KEYS, EXECUTOR, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND, TWO_PHASE_KEY, UPLOAD
 from core.validation import Rejection, check_statistics_reply, check_train_reply
 
 # Run-config keys every strategy reads (each strategy declares its own in its KEYS).
@@ -115,6 +115,7 @@ class RoundRecord:
     uplink_bytes: int = 0  # clients -> server, every message of the round
     downlink_bytes: int = 0  # server -> clients
     energy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ENERGY_KEYS, 0.0))  # of valid replies
+    compute_seconds: float = 0.0  # the clients' own timing of their local work, valid replies summed
     executors: dict[int, str] = field(default_factory=dict)  # partition id -> "host/device" its update ran on
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
@@ -269,7 +270,7 @@ class SelectionStrategy(FedAvg):
                 log(INFO, "client %d did not answer the query", client.partition_id)
             else:
                 out[client.partition_id] = reply.content["info"]
-                self.add_energy(out[client.partition_id])
+                self.add_costs(out[client.partition_id])
         return out
 
     def exchange(self, messages: Iterable[Message]) -> list[Message]:
@@ -280,11 +281,15 @@ class SelectionStrategy(FedAvg):
         self.record.uplink_bytes += message_bytes(replies)
         return replies
 
-    def add_energy(self, metrics: Mapping[str, Any]) -> None:
-        for key in ENERGY_KEYS:
+    def add_costs(self, metrics: Mapping[str, Any]) -> None:
+        """Add a reply's energy estimates and compute seconds to the round's."""
+        for key in (*ENERGY_KEYS, COMPUTE_SECONDS):
             value = metrics.get(key, 0.0)
             if isinstance(value, (int, float)) and np.isfinite(value):
-                self.record.energy[key] += float(value)
+                if key == COMPUTE_SECONDS:
+                    self.record.compute_seconds += float(value)
+                else:
+                    self.record.energy[key] += float(value)
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         """The clients that train in ``server_round``. Override this hook."""
@@ -380,7 +385,7 @@ class SelectionStrategy(FedAvg):
         self.record.uplink_bytes += message_bytes(replies)
         trained = self.valid_train_replies(replies, self._sent, weights=None if self.TWO_PHASE else True)
         for msg in trained:
-            self.add_energy(reply_metrics(msg))
+            self.add_costs(reply_metrics(msg))
             if EXECUTOR in msg.content.config_records:
                 where = msg.content.config_records[EXECUTOR]
                 self.record.executors[self.client(msg.metadata.src_node_id).partition_id] = \

@@ -16,6 +16,7 @@ def test_bench_smoke_writes_every_table(tmp_path):
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     assert list(results) == list(BENCHMARKS)
     assert results["orchestration"][0]["ratio"] > 0 and results["scale"][0]["peak_rss_gib"] > 0
+    assert results["delivery"][0]["delivered"] == results["delivery"][0]["messages"] > 0
     assert {r["strategy"] for r in results["selection"]} >= {"sfedca", "random"}
     assert [r["T"] for r in results["spiking"]] == [1, 1, 1, 2, 2]
     table = (tmp_path / "benchmarks.md").read_text()

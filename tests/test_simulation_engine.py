@@ -1,45 +1,15 @@
 """server/simulation_engine.py against Flower's own per-node delivery, on Flower's in-memory LinkState."""
 
+import threading
 import time
 from collections import Counter
+from queue import Queue
 
-import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.proto.task_pb2 import Task  # pylint: disable=no-name-in-module
-from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
-from flwr.server.superlink.linkstate import LinkStateFactory
-from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
-from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
-from flwr.supercore.object_store import ObjectStoreFactory
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
-from flwr.superlink.federation import NoOpFederationManager
-from flwr.superlink.grid import InMemoryGrid
+from flwr.server.superlink.fleet.vce import vce_api
 
+from experiments.bench import linkstate_federation as federation
 from server import simulation_engine
-
-RUN, TASK = 7, 11
-
-
-@pytest.fixture
-def task_identity():
-    """Messages made outside a run need one (run_simulation sets the same for its ServerApp)."""
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = RUN, TASK, SUPERLINK_NODE_ID
-
-
-def federation(nodes: int):
-    """A LinkState with one run and ``nodes`` registered virtual nodes, as run_simulation sets them up."""
-    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
-    state = factory.state()
-    run = Run.create_empty(run_id=RUN)
-    run.primary_task_id, run.federation_id = TASK, NOOP_FEDERATION_ID
-    state.run_ids[RUN] = RunRecord(run=run)
-    state.task_store[TASK] = Task(task_id=TASK, run_id=RUN)
-    mapping = _register_nodes(nodes, factory)
-    grid = InMemoryGrid(state_factory=factory)
-    grid.set_run(run)
-    return state, grid, mapping
 
 
 def push(grid, mapping, plan):
@@ -56,7 +26,7 @@ def delivered(messages, mapping):
     return Counter((mapping[m.metadata.dst_node_id], m.content["c"]["i"]) for m in messages)
 
 
-def test_one_pass_delivers_what_flowers_per_node_polling_delivers(task_identity):
+def test_one_pass_delivers_what_flowers_per_node_polling_delivers():
     plan = [0, 1, 1, 2, -4, 4, 0, 3, 1]  # partition 1 gets three messages; -4: an expired one to partition 3
     ours, flowers = [], []
     for passes, deliver in ((ours, lambda s, m: simulation_engine.undelivered(s, m)),
@@ -73,12 +43,7 @@ def test_one_pass_delivers_what_flowers_per_node_polling_delivers(task_identity)
                     Counter({(1, 8): 1}), Counter()]
 
 
-def test_install_replaces_flowers_poller_and_the_table_lives_while_the_engine_runs(task_identity):
-    import threading
-    from queue import Queue
-
-    from flwr.server.superlink.fleet.vce import vce_api
-
+def test_install_replaces_flowers_poller_and_the_table_lives_while_the_engine_runs():
     state, grid, mapping = federation(3)
     original = vce_api.add_messages_to_queue
     try:

@@ -379,7 +379,7 @@ def dda_ablation(
     print((out / "ablation.md").read_text())
 
 
-BENCHMARKS = ("orchestration", "delivery", "scale", "selection", "spiking")
+BENCHMARKS = ("orchestration", "delivery", "scale", "selection", "balance", "spiking")
 
 
 @app.command()
@@ -407,6 +407,7 @@ def bench(
                                        "fraction-train": 0.1, "num-server-rounds": 2})],
             "selection": lambda: b.selection(200, 0.1, repeats=2),
             "delivery": lambda: b.delivery([200], messages=20, sample=50),
+            "balance": lambda: b.balance(200, 100, seeds=1),
             "spiking": lambda: b.spiking([1, 2], batch_size=8, image_size=8, repeats=2),
         }
     else:
@@ -420,6 +421,7 @@ def bench(
                               for n in (100, 1000, 10_000, 100_000)],
             "selection": lambda: b.selection(10_000, 0.1, repeats=20),
             "delivery": lambda: b.delivery([1000, 10_000, 100_000], messages=1000),
+            "balance": lambda: b.balance(2000, 1000, seeds=3),
             "spiking": lambda: b.spiking([1, 4, 8], batch_size=32, image_size=8, repeats=30),
         }
     results = {}

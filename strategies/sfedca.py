@@ -107,16 +107,16 @@ def balanced_subset(statistics: np.ndarray, weights: np.ndarray, k: int) -> list
     return greedy_subset(p, w, k)
 
 
-def greedy_subset(p: np.ndarray, w: np.ndarray, k: int) -> list[int]:
+def greedy_subset(p: np.ndarray, w: np.ndarray, k: int, steps: int = GREEDY_STEPS) -> list[int]:
     """Greedy search on weighted profiles ``p`` [rows, classes] with weights ``w``: each step
     adds the remaining row r with the least ``imbalance((total + p[r]) / (mass + w[r]))``
-    (ties: lowest index). For k up to GREEDY_STEPS every step scores every remaining row;
-    beyond, steps go in batches of ceil(k / GREEDY_STEPS): a batch scores every remaining
+    (ties: lowest index). For k up to ``steps`` every step scores every remaining row;
+    beyond, steps go in batches of ceil(k / steps): a batch scores every remaining
     row once, then its steps score only the SHORTLIST x batch rows that scored best
     (docs/benchmarks.md compares the balance reached with one row per full scoring)."""
     left = np.ones(len(p), dtype=bool)
     total, mass, taken = np.zeros(p.shape[1]), 0.0, 0
-    batch = math.ceil(k / GREEDY_STEPS)
+    batch = math.ceil(k / steps)
     if batch == 1:
         for _ in range(k):
             rest = np.flatnonzero(left)

@@ -104,7 +104,7 @@ def plain_greedy(p, w, k):
     return np.flatnonzero(~left).tolist()
 
 
-def test_greedy_takes_one_row_per_step_up_to_greedy_steps_and_batches_beyond(monkeypatch):
+def test_greedy_takes_one_row_per_step_up_to_greedy_steps_and_batches_beyond():
     """Up to GREEDY_STEPS rows: the plain greedy's choice, ties and rounding included (the
     committed experiments' selections); beyond, batches that stay about as balanced."""
     rng = np.random.default_rng(0)
@@ -123,12 +123,11 @@ def test_greedy_takes_one_row_per_step_up_to_greedy_steps_and_batches_beyond(mon
         weights = rng.integers(1, 4, m).astype(float) if trial % 2 else np.full(m, 10.0)
         p = profiles(stats) * weights[:, None]
         assert greedy_subset(p, weights, k) == plain_greedy(p, weights, k), trial
-    monkeypatch.setattr("strategies.sfedca.GREEDY_STEPS", 10)
     for seed in range(5):  # label-skewed clients (Dirichlet 0.1 profiles), 200 of 400 chosen in batches of 20
         rng = np.random.default_rng(seed)
         stats, weights = rng.dirichlet(np.full(10, 0.1), 400), rng.integers(5, 50, 400).astype(float)
         p = profiles(stats) * weights[:, None]
-        batched, plain = greedy_subset(p, weights, 200), plain_greedy(p, weights, 200)
+        batched, plain = greedy_subset(p, weights, 200, steps=10), plain_greedy(p, weights, 200)
         assert len(set(batched)) == 200
         drawn = rng.choice(400, 200, replace=False)
         gap = [imbalance(p[rows].sum(0) / weights[rows].sum()) for rows in (batched, plain, drawn)]

@@ -50,8 +50,9 @@ def simulated_clients(grid: Grid, cfg: RunConfig, timeout: float) -> dict[int, C
     deadline = time.monotonic() + timeout
     while True:
         table = simulation_engine.partition_table()
-        nodes = sorted(grid.get_node_ids(), key=lambda n: table.get(n, -1))
+        nodes = list(grid.get_node_ids())
         if table and nodes and all(n in table for n in nodes):
+            nodes.sort(key=table.__getitem__)  # the first asked: the lowest partition ids
             break
         if time.monotonic() > deadline:
             raise ConfigError(f"the simulation engine started no nodes within {timeout:.0f} s")

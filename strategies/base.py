@@ -282,14 +282,14 @@ class SelectionStrategy(FedAvg):
         return replies
 
     def add_costs(self, metrics: Mapping[str, Any]) -> None:
-        """Add a reply's energy estimates and compute seconds to the round's."""
-        for key in (*ENERGY_KEYS, COMPUTE_SECONDS):
+        """Add a reply's energy estimates and compute seconds to the round's (0 when absent or not finite)."""
+        def finite(key: str) -> float:
             value = metrics.get(key, 0.0)
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                if key == COMPUTE_SECONDS:
-                    self.record.compute_seconds += float(value)
-                else:
-                    self.record.energy[key] += float(value)
+            return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else 0.0
+
+        for key in ENERGY_KEYS:
+            self.record.energy[key] += finite(key)
+        self.record.compute_seconds += finite(COMPUTE_SECONDS)
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         """The clients that train in ``server_round``. Override this hook."""

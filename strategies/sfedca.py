@@ -131,7 +131,8 @@ def greedy_subset(p: np.ndarray, w: np.ndarray, k: int, steps: int = GREEDY_STEP
         if len(rows) > SHORTLIST * batch:
             rows = np.sort(rows[np.argpartition(score, SHORTLIST * batch)[:SHORTLIST * batch]])
         # |(total + p_r) / (mass + w_r) - 1/C| summed = |deficit + excess_r| summed / (mass + w_r)
-        excess, rows_w, out = p[rows] - uniform * w[rows][:, None], w[rows], np.zeros(len(rows))
+        rows_w, out = w[rows], np.zeros(len(rows))
+        excess = p[rows] - uniform * rows_w[:, None]
         gap, score = np.empty_like(excess), np.empty_like(rows_w)
         for _ in range(min(batch, k - taken)):
             np.abs(np.add(total - uniform * mass, excess, out=gap), out=gap).sum(1, out=score)

@@ -252,8 +252,8 @@ def train_teacher_cmd(
 
 
 DATA_SETS = ("image-size", "max-train-samples", "max-test-samples")  # keys train-teacher's --set takes
-KD_SETS = ("dda-temperature", "dda-ce-weight", "dda-feature-weight", "dda-optimizer", "dda-distill-epochs")  # --kd
 DDA_SETS = ("timesteps", "batch-size", "data-dir", "num-gpus", "neuron-backend", *DATA_SETS)  # and dda-*
+DDA_BATCH = 128  # the authors' student batch (GitHub SLGSP/DDA scripts/dda)
 
 
 def checked_sets(pairs: list[str], accepted: Sequence[str], dda: bool, option: str = "--set") -> dict[str, str]:
@@ -270,32 +270,35 @@ dda_app = typer.Typer(help="DDA: data-free distillation with diffusion augmentat
 app.add_typer(dda_app, name="dda")
 
 
+def epoch_bar(bars, total: int, label: str):
+    """A progress task over ``total`` distillation epochs; returns the ``on_epoch`` callback."""
+    task = bars.add_task(f"{label}: synthesis + distillation epochs", total=total, accuracy="")
+
+    def on_epoch(row: dict) -> None:
+        score = "" if row["accuracy"] is None else f"accuracy {row['accuracy']:.3f}, "
+        bars.update(task, completed=row["epoch"], accuracy=f"{score}pool {row['pool']}")
+    return on_epoch
+
+
 @dda_app.command("distill")
 def dda_distill(
     teacher: Annotated[str, typer.Option(help="teacher.pt from `spikefed train-teacher`")],
-    student: Annotated[str, typer.Option(help="snn (compact spiking CNN) or ann")] = "snn",
-    mode: Annotated[str, typer.Option(help="dda, no-filter (all variants), inversion (no augmentation), "
-                                           "or real (KD on the real training data: the upper bound)")] = "dda",
+    student: Annotated[str, typer.Option(help="snn (the classify workload's spiking CNN) or ann")] = "snn",
+    mode: Annotated[str, typer.Option(help="dda, no-filter (all variants), synthetic (no diffusion), "
+                                           "or real (the same schedule on the real training data: the upper bound)")] = "dda",
     dataset: Annotated[str, typer.Option(help="the teacher's dataset (for the test split)")] = "digits",
-    images: Annotated[int, typer.Option(help="synthetic images inverted from the teacher")] = 512,
-    inversion_steps: Annotated[int, typer.Option(help="optimisation steps per synthetic batch")] = 200,
-    variants: Annotated[int, typer.Option(help="diffusion variants per synthetic image")] = 2,
-    strength: Annotated[float, typer.Option(help="SDEdit strength in (0, 1]: how far variants are noised")] = 0.3,
-    threshold: Annotated[float, typer.Option(help="keep variants with teacher-embedding cosine >= this")] = 0.8,
-    temperature: Annotated[float, typer.Option(help="KD temperature")] = 4.0,
-    epochs: Annotated[int, typer.Option(help="distillation epochs")] = 30,
-    denoiser_epochs: Annotated[int, typer.Option(help="epochs of the embedded UNet on the synthetic bank")] = 30,
-    pipeline: Annotated[str, typer.Option(help="a pretrained diffusers pipeline (id or folder) instead of the embedded UNet")] = "",
     timesteps: Annotated[int, typer.Option(help="T of a spiking student")] = 4,
     seed: Annotated[int, typer.Option(help="seed of every stage")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
     num_gpus: NumGpus = 0.0,
-    set_: Annotated[list[str], typer.Option("--set", help="any other dda-* key or image-size, max-train-samples, "
-                                                         "max-test-samples, e.g. --set dda-synthesis=generator")] = [],
+    set_: Annotated[list[str], typer.Option("--set", help="any dda-* key (docs/configuration.md) or image-size, "
+                                                         "max-train-samples, max-test-samples, batch-size, "
+                                                         "e.g. --set dda-epochs=10")] = [],
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-<mode>-<student>-seed<seed>]")] = None,
 ) -> None:
     """Distil the teacher into a student without its training data; writes student.pt,
-    metrics.json and dda.png (synthetic images, variants, kept vs dropped)."""
+    metrics.json (final and best accuracy), epochs.csv and dda.png (synthetic images,
+    variants, kept vs dropped)."""
     from experiments.dda import distill_student, load_teacher
     from models.dda.networks import STUDENTS
     from models.dda.pipeline import MODES
@@ -305,76 +308,72 @@ def dda_distill(
         check_option("--student", student, STUDENTS)
         check_option("--mode", mode, MODES)
         cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "timesteps": timesteps,
-                           "batch-size": 64, "dda-images": images, "dda-inversion-steps": inversion_steps,
-                           "dda-variants": variants, "dda-strength": strength, "dda-threshold": threshold,
-                           "dda-temperature": temperature, "dda-distill-epochs": epochs,
-                           "dda-denoiser-epochs": denoiser_epochs, "dda-pipeline": pipeline, "num-gpus": num_gpus,
-                           **checked_sets(set_, DDA_SETS, dda=True)})
+                           "batch-size": DDA_BATCH, "num-gpus": num_gpus, **checked_sets(set_, DDA_SETS, dda=True)})
         teacher_model = load_teacher(teacher, cfg)
     out = out or Path("results") / f"dda-{mode}-{student}-seed{seed}"
-    with progress() as bars:
-        stage = bars.add_task(f"{mode}: synthesis, augmentation, filtering", total=None)
-        task = bars.add_task("distillation epochs", total=epochs)
+    from rich.progress import TextColumn
 
-        def on_epoch(epoch: int, _loss: float) -> None:
-            bars.update(stage, total=1, completed=1)
-            bars.update(task, completed=epoch + 1)
-
-        metrics = distill_student(teacher_model, student, mode, cfg, out, on_epoch)
+    with progress(TextColumn("{task.fields[accuracy]}")) as bars:
+        metrics = distill_student(teacher_model, student, mode, cfg, out, epoch_bar(bars, cfg.dda_epochs, mode))
     print(f"results: {out.resolve()}")
     kept = f", kept {metrics['kept_fraction']:.0%} of variants" if "kept_fraction" in metrics else ""
-    print(f"student test accuracy {metrics['student_accuracy']:.4f} (teacher {metrics['teacher_accuracy']:.4f}"
-          f"{kept}), {metrics['total_seconds']:.0f} s")
+    print(f"student test accuracy {metrics['final_accuracy']:.4f} at the last epoch, best "
+          f"{metrics['best_accuracy']:.4f} (epoch {metrics['best_epoch']}); teacher {metrics['teacher_accuracy']:.4f}"
+          f"{kept}; {metrics['total_seconds']:.0f} s")
 
 
 @dda_app.command("ablation")
 def dda_ablation(
     dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds; each trains its own teacher")] = "0,1,2",
-    student: Annotated[str, typer.Option(help="comma-separated students: snn (compact spiking CNN), ann")] = "snn",
-    modes: Annotated[str, typer.Option(help="comma-separated modes: real, inversion, no-filter, dda")] = "real,inversion,no-filter,dda",
-    filters: Annotated[str, typer.Option(help="comma-separated filter rules of mode dda: cosine, label "
-                                              "[default: dda-filter]")] = "",
-    kd: Annotated[list[str], typer.Option(help="a distillation variant distilled from the same images: comma-separated "
-                                               "key=value of dda-temperature, dda-ce-weight, dda-feature-weight, "
-                                               "dda-optimizer, dda-distill-epochs; repeat it; 'defaults' = --set's")] = [],
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds; each trains its own teacher")] = "0,1",
+    variant: Annotated[list[str], typer.Option(help="a spiking student to distil: 'defaults', or comma-separated "
+                                                    "key=value of dda-* keys and mode (real, synthetic, "
+                                                    "no-filter, dda); repeat it; the first is the reference")] = [],
     teacher_epochs: Annotated[int, typer.Option(help="epochs of each seed's teacher")] = 15,
-    set_: Annotated[list[str], typer.Option("--set", help="a dda-* run-config key, e.g. --set dda-images=256")] = [],
-    out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-ablation-<dataset>-<student>]")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="keys every variant shares, e.g. --set dda-epochs=8")] = [],
+    out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-ablation-<dataset>]")] = None,
 ) -> None:
-    """Students distilled (a) on real data, (b) on inversion only, (c) with unfiltered diffusion
-    variants and (d) with DDA, from the same teacher and images, per seed; writes
-    ablation.csv, ablation.md (mean ± std), filter.csv, dda.png and filter.png."""
+    """One spiking student per variant, per seed, from the seed's teacher; writes
+    ablation.csv and ablation.md (mean ± std, gain over the first variant)."""
     from experiments.dda import ablation
-    from models.dda.filtering import FILTERS
-    from models.dda.networks import STUDENTS
     from models.dda.pipeline import MODES
     from server.config import load_config
 
     with config_errors():
-        students, mode_list, filter_list = (tuple(v.strip() for v in text.split(",") if v.strip())
-                                            for text in (student, modes, filters))
-        for option, values, accepted in (("--student", students, STUDENTS), ("--modes", mode_list, MODES),
-                                         ("--filters", filter_list, FILTERS)):
-            for value in values:
-                check_option(option, value, accepted)
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r} is not a comma-separated list of integers") from None
-        cfg = load_config({"dataset": dataset, "batch-size": 64, **checked_sets(set_, DDA_SETS, dda=True)})
-        variants = tuple({} if text == "defaults" else checked_sets(text.split(","), KD_SETS, dda=False, option="--kd")
-                         for text in kd) or ({},)
-        for changes in variants:
+        cfg = load_config({"dataset": dataset, "batch-size": DDA_BATCH, **checked_sets(set_, DDA_SETS, dda=True)})
+        variants = []
+        for text in variant or ["defaults"]:
+            changes = {} if text == "defaults" else checked_sets(text.split(","), ("mode",), dda=True, option="--variant")
+            mode = changes.pop("mode", "dda")
+            check_option("--variant mode", mode, MODES)
             load_config({**cfg.to_mapping(), **changes})
+            variants.append((text, mode, changes))
         check_data(cfg)
-    out = out or Path("results") / f"dda-ablation-{dataset}-{'-'.join(students)}"
-    dda_runs = len(filter_list) or 1
-    total = len(seed_list) * len(students) * len(variants) * sum(dda_runs if m == "dda" else 1 for m in mode_list)
+    out = out or Path("results") / f"dda-ablation-{dataset}"
     with progress() as bars:
-        task = bars.add_task("students (seeds x students x modes)", total=total)
-        ablation(cfg, seed_list, list(students), teacher_epochs, out, mode_list, filter_list, variants,
-                 lambda: bars.advance(task))
+        task = bars.add_task("students (seeds x variants)", total=len(seed_list) * len(variants))
+        ablation(cfg, seed_list, teacher_epochs, out, tuple(variants), lambda: bars.advance(task))
+    print(f"results: {out.resolve()}")
+    print((out / "ablation.md").read_text())
+
+
+@dda_app.command("merge")
+def dda_merge(
+    folders: Annotated[list[Path], typer.Argument(help="folders written by `spikefed dda ablation`")],
+    out: Annotated[Path, typer.Option(help="folder for the merged ablation.csv and ablation.md")],
+) -> None:
+    """One table from several ablation runs (e.g. one per seed, run side by side)."""
+    from experiments.dda import merge_ablations
+
+    with config_errors():
+        for folder in folders:
+            if not (folder / "ablation.csv").exists():
+                raise ConfigError(f"{folder} holds no ablation.csv; accepted: folders of `spikefed dda ablation`")
+    merge_ablations(folders, out)
     print(f"results: {out.resolve()}")
     print((out / "ablation.md").read_text())
 

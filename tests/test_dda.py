@@ -12,12 +12,14 @@ from diffusers import DDIMPipeline, DDIMScheduler
 from data import load_split
 from models.ann_cnn import AnnCNN, train_classifier
 from models.dda.augment import SDEditAugmenter, small_unet
-from models.dda.distill import KDOptions, accuracy, distill
+from models.classify import ClassifyWorkload
+from models.dda.distill import Distiller, KDOptions, accuracy
 from models.dda.filtering import cosine_keep, keep, label_keep
-from models.dda.generator import generate, rotations
-from models.dda.networks import build_student, embedding_and_logits, logits
+from models.dda.networks import build_student, logits
 from models.dda.pipeline import run_dda
-from models.dda.synthesis import invert
+from models.dda.pool import Pool, crop_flip
+from models.dda.rotation import RotationHead, rotations
+from models.dda.synthesis import Opponent, SynthesisWeights, synthesize_batch
 from server.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,59 +42,73 @@ def teacher(digits):
     return model.eval()
 
 
-def test_inversion_matches_bn_statistics_and_the_target_labels(teacher, digits):
-    _, x_test, y_test = digits
-    assert accuracy(teacher, x_test, y_test) > 0.9
-    labels = torch.arange(40) % 10
-    images, history = invert(teacher, labels, (1, 8, 8), steps=60, generator=torch.Generator().manual_seed(0))
-    assert images.shape == (40, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
-    assert history["bn"][-1] < 0.5 * history["bn"][0]
-    with torch.no_grad():
-        hits = (teacher(images).argmax(1) == labels).float().mean().item()
-    assert hits > 0.5  # chance is 0.1
-
-
-def test_generator_pool_fools_the_teacher_and_the_rotation_head_learns(teacher):
+@pytest.mark.parametrize("synthesis", ["generator", "inversion"])
+def test_a_synthetic_batch_takes_the_teachers_labels_and_leaves_the_teacher_untouched(teacher, synthesis):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    bank, histories = generate(teacher, 48, 10, (1, 8, 8), batch_size=24, steps=40, seed=0)
-    # the teacher is frozen: weights and BatchNorm running statistics untouched
+    targets = torch.arange(40) % 10
+    images, figures = synthesize_batch(teacher, targets, 10, (1, 8, 8), 40, SynthesisWeights(), "none",
+                                       torch.Generator().manual_seed(0), synthesis)
+    assert images.shape == (40, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert "adversarial" not in figures and "rotation" not in figures  # no student to oppose: both off
+    with torch.no_grad():
+        hits = (teacher(images).argmax(1) == targets).float().mean().item()
+    assert hits > 0.5  # chance is 0.1
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert all(p.requires_grad for p in teacher.parameters())
-    images, labels = bank.tensors()
-    assert images.shape == (48, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
-    assert torch.bincount(labels, minlength=10).tolist() == [5] * 8 + [4] * 2  # balanced, like inversion
-    assert len(histories) == 2 and histories[0]["rotation"][0] > 0
-    first, last = histories[0], histories[-1]  # one generator across the pool's batches
-    assert last["bn"][-1] < 0.5 * first["bn"][0] and last["rotation"][-1] < first["rotation"][0]
-    with torch.no_grad():
-        assert (teacher(images).argmax(1) == labels).float().mean() > 0.5
-    assert images.std(0).mean() > 0.02  # not one image for all noise draws
-    rotated, joint = rotations(images[:2], labels[:2], 10)
-    assert torch.equal(rotated[2], torch.rot90(images[0], 1, (1, 2))) and joint.tolist()[2:4] == [10 + labels[0], 10 + labels[1]]
 
 
-def test_distillation_options_train_with_their_extra_terms(teacher, digits):
-    _, x_test, y_test = digits
-    images, labels = x_test[:128], y_test[:128]
-    for kind in ("snn", "ann"):  # both embeddings feed the projection; one pass gives both outputs
-        torch.manual_seed(0)
-        student = build_student(kind, 1, 8, 10, 2)
-        features, out = embedding_and_logits(student.eval(), images[:4])
-        assert torch.allclose(out, logits(student, images[:4]), atol=1e-5) and features.dim() == 2
-    histories = {}
-    for name, options in {"kd": KDOptions(), "authors": KDOptions(20.0, 1.0, 30.0, "sgd-cosine")}.items():
-        torch.manual_seed(0)
-        student = build_student("ann", 1, 8, 10, 2)
-        histories[name] = distill(teacher, student, images, 6, 32, options, labels)
-        assert histories[name][-1] < histories[name][0]
-        assert accuracy(student, x_test, y_test) > 0.3
-    assert histories["authors"][0] > histories["kd"][0]  # T^2-scaled KL + CE + 30 x MSE
-    with pytest.raises(ValueError, match="labels"):
-        distill(teacher, student, images, 1, options=KDOptions(ce_weight=1.0))
-    with pytest.raises(ConfigError, match="dda-optimizer='sgd' is unknown; accepted: adam, sgd-cosine"):
-        load_config({"dda-optimizer": "sgd"})
-    with pytest.raises(ConfigError, match="dda-synthesis='gan' is unknown; accepted: inversion, generator"):
-        load_config({"dda-synthesis": "gan"})
+def test_the_disagreement_term_makes_images_on_which_the_student_disagrees_more(teacher):
+    torch.manual_seed(0)
+    student = build_student("snn", 1, 8, 10, timesteps=2)
+    distiller = Distiller(teacher, student, KDOptions(), 1, torch.zeros(2, 1, 8, 8))
+    targets = torch.arange(64) % 10
+
+    def disagreement(weight: float) -> float:
+        weights = SynthesisWeights(adversarial=weight, rotation=0.0)
+        images, _ = synthesize_batch(teacher, targets, 10, (1, 8, 8), 30, weights, "none",
+                                     torch.Generator().manual_seed(0), "inversion",
+                                     Opponent(student, distiller.logits, None))
+        with torch.no_grad():
+            return torch.nn.functional.kl_div(torch.log_softmax(distiller.logits(images), 1),
+                                              torch.softmax(teacher(images), 1), reduction="batchmean").item()
+
+    assert disagreement(5.0) > disagreement(0.0)
+    assert all(p.requires_grad for p in student.parameters()) and student.training  # restored
+
+
+def test_crop_flip_draws_per_image_and_keeps_the_gradient():
+    x = torch.arange(2 * 8 * 8, dtype=torch.float).view(2, 1, 8, 8).repeat(32, 1, 1, 1).requires_grad_(True)
+    out = crop_flip(x, "crop-flip", torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert len({tuple(o.flatten().tolist()) for o in out[::2]}) > 5  # the same image, different crops
+    out.sum().backward()
+    assert x.grad is not None and x.grad.sum() > 0
+    assert torch.equal(crop_flip(x, "none", torch.Generator()), x)
+    same_seed = [crop_flip(x.detach(), "crop", torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*same_seed)
+
+
+def test_the_rotation_head_learns_the_rotations_of_the_pool(teacher, digits):
+    split, _, _ = digits
+    torch.manual_seed(0)
+    student = build_student("snn", 1, 8, 10, timesteps=2)
+    images, labels = torch.as_tensor(split.x_train[:64]), torch.as_tensor(split.y_train[:64])
+    rotated, joint = rotations(images, labels, 10)
+    assert rotated.shape == (256, 1, 8, 8) and torch.equal(joint[64:128], labels + 10)
+    head = RotationHead(student.net.fc.in_features, 10)
+    losses = [head.train_step(student, images, labels) for _ in range(30)]
+    assert losses[-1] < losses[0]
+    assert all(p.grad is None for p in student.parameters())  # the head trains, the student does not
+
+
+def test_the_spiking_students_accuracy_is_the_federations_readout(digits):
+    split, x_test, y_test = digits
+    torch.manual_seed(0)
+    student = build_student("snn", 1, 8, 10, timesteps=4)
+    ClassifyWorkload().train(student, (split.x_train, split.y_train), load_config({"local-epochs": 1}), 0)
+    federated = ClassifyWorkload().evaluate(student, (split.x_test, split.y_test), load_config({}))
+    assert accuracy(student, x_test, y_test) == federated["accuracy"] > 0.3
+    assert logits(student, x_test[:5]).min() >= 0 and logits(student, x_test[:5]).max() <= 1  # firing rates
 
 
 def augmenter(strength):
@@ -139,23 +155,64 @@ def test_filter_keeps_exactly_the_variants_at_or_above_the_threshold():
         keep("auto", similarity, same, 0.8)
 
 
-def test_tiny_dda_improves_the_spiking_student_over_its_initialisation(teacher, digits):
+def tiny_keys(**changes):
+    return load_config({"dda-images": 40, "dda-synthesis-batch": 20, "dda-synthesis-steps": 20,
+                        "dda-epoch-images": 20, "dda-epochs": 4, "dda-student-steps": 20, "batch-size": 32,
+                        "dda-denoiser-epochs": 2, "dda-variants": 2, "timesteps": 2, **changes})
+
+
+def test_the_pool_grows_every_epoch_and_the_student_beats_its_initialisation(teacher, digits):
     _, x_test, y_test = digits
-    cfg = load_config({"dda-images": 64, "dda-inversion-steps": 60, "dda-denoiser-epochs": 3,
-                       "dda-distill-epochs": 15, "dda-variants": 2, "dda-threshold": 0.5, "timesteps": 2})
+    cfg = tiny_keys()
     torch.manual_seed(0)
     student = build_student("snn", 1, 8, 10, cfg.timesteps)
     before = accuracy(student, x_test, y_test)
-    result = run_dda(teacher, student, cfg, (1, 8, 8), 10, "dda")
-    assert result.augmented.shape == (64, 2, 1, 8, 8)
-    assert result.info["training_images"] == 64 + int(result.kept.sum())
-    assert result.info["kd_loss_last"] < result.info["kd_loss_first"]
-    assert accuracy(student, x_test, y_test) > before + 0.1
+    result = run_dda(teacher, student, cfg, (1, 8, 8), 10, "no-filter", test=(x_test, y_test))
+    # every synthetic batch brings its 2 variants along: (40 + 4 epochs x 20) x 3
+    assert [row["pool"] for row in result.epochs] == [(40 + 20 * e) * 3 for e in range(1, 5)]
+    assert result.variants.images.shape == (40, 2, 1, 8, 8) and result.info["kept_fraction"] == 1.0
+    assert {"adversarial", "rotation"} <= set(result.info["synthesis_last"])  # the epochs oppose the student
+    assert result.info["final_accuracy"] == result.epochs[-1]["accuracy"] == accuracy(student, x_test, y_test)
+    assert result.info["best_accuracy"] == max(row["accuracy"] for row in result.epochs)
+    assert result.info["final_accuracy"] > before + 0.1
+
+
+def test_a_fixed_pool_and_real_data_follow_the_same_schedule(teacher, digits):
+    split, x_test, y_test = digits
+    real = (torch.as_tensor(split.x_train), torch.as_tensor(split.y_train))
+    for mode, changes, pool in (("synthetic", {"dda-epoch-images": 0}, 40), ("real", {}, len(split.x_train))):
+        torch.manual_seed(0)
+        student = build_student("snn", 1, 8, 10, 2)
+        result = run_dda(teacher, student, tiny_keys(**changes), (1, 8, 8), 10, mode, real=real)
+        assert [row["pool"] for row in result.epochs] == [pool] * 4 and result.info["student_steps"] == 80
+
+
+def test_the_same_seed_distils_the_same_student(teacher):
+    states = []
+    for _ in range(2):
+        torch.manual_seed(123)  # the run seeds itself: what came before does not matter
+        student = build_student("snn", 1, 8, 10, 2)
+        run_dda(teacher, student, tiny_keys(**{"dda-epochs": 2, "dda-student-steps": 5}), (1, 8, 8), 10, "dda")
+        states.append(student.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_the_pool_samples_augmented_batches_of_its_images():
+    pool = Pool()
+    pool.add(torch.rand(10, 1, 8, 8), torch.arange(10))
+    pool.add(torch.rand(5, 1, 8, 8), torch.arange(5))
+    images, labels = pool.sample(12, "crop-flip", torch.Generator().manual_seed(0))
+    assert len(pool) == 15 and images.shape == (12, 1, 8, 8) and labels.max() < 10
 
 
 def run(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
+
+
+TINY_SETS = ["--set", "dda-images=32", "--set", "dda-synthesis-batch=16", "--set", "dda-synthesis-steps=10",
+             "--set", "dda-epoch-images=16", "--set", "dda-epochs=2", "--set", "dda-student-steps=5",
+             "--set", "dda-denoiser-epochs=2", "--set", "batch-size=32", "--set", "timesteps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -164,20 +221,22 @@ def distilled(tmp_path_factory):
     out = tmp_path_factory.mktemp("dda")
     proc = run("train-teacher", "--epochs", "3", "--out", str(out / "teacher"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run("dda", "distill", "--teacher", str(out / "teacher" / "teacher.pt"), "--images", "32",
-               "--inversion-steps", "20", "--denoiser-epochs", "2", "--epochs", "3", "--timesteps", "2",
-               "--set", "dda-synthesis=generator", "--set", "dda-filter=label", "--out", str(out / "student"))
+    proc = run("dda", "distill", "--teacher", str(out / "teacher" / "teacher.pt"), *TINY_SETS,
+               "--set", "dda-filter=label", "--out", str(out / "student"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
 @pytest.mark.slow
-def test_cli_writes_teacher_student_metrics_and_grid(distilled):
+def test_cli_writes_teacher_student_metrics_curve_and_grid(distilled):
+    import pandas as pd
+
     metrics = json.loads((distilled / "student" / "metrics.json").read_text())
     assert metrics["teacher_accuracy"] > 0.8 and 0 <= metrics["kept_fraction"] <= 1
-    assert (metrics["synthesis"], metrics["filter"]) == ("generator", "label")
-    assert metrics["kept_fraction"] == metrics["same_label_fraction"]
-    assert metrics["training_images"] >= 32
+    assert (metrics["synthesis"], metrics["filter"], metrics["config"]["dda-epochs"]) == ("generator", "label", 2)
+    assert metrics["pool"] >= 32 + 2 * 16 and metrics["student_accuracy"] == metrics["final_accuracy"]
+    epochs = pd.read_csv(distilled / "student" / "epochs.csv")
+    assert list(epochs["epoch"]) == [1, 2] and epochs["accuracy"].max() == metrics["best_accuracy"]
     assert (distilled / "student" / "dda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert torch.load(distilled / "student" / "student.pt")["student"] == "snn"
 
@@ -190,8 +249,8 @@ def test_dda_workload_federates_the_student_and_the_server_distils_every_round(d
 
     proc = spikefed_run({**tiny, "workload": "dda", "timesteps": 2, "run-name": "dda",
                          "dda-student": distilled / "student" / "student.pt", "dda-distill-every": 2,
-                         "dda-images": 32, "dda-inversion-steps": 10, "dda-denoiser-epochs": 1,
-                         "dda-distill-epochs": 2})
+                         "dda-images": 16, "dda-synthesis-batch": 16, "dda-synthesis-steps": 5,
+                         "dda-epoch-images": 16, "dda-epochs": 1, "dda-student-steps": 2, "dda-denoiser-epochs": 1})
     rows = read_rounds(results_of(proc))
     assert [r["student_accuracy"] == "" for r in rows] == [True, False]  # distilled at round 2 only
     assert 0 <= float(rows[1]["student_accuracy"]) <= 1 and (results_of(proc) / "student.pt").exists()
@@ -204,26 +263,33 @@ def test_a_missing_student_checkpoint_is_one_line_before_anything_starts(tmp_pat
 
 
 @pytest.mark.slow
-def test_ablation_cli_distils_every_mode_per_seed(tmp_path):
-    proc = run("dda", "ablation", "--seeds", "0,1", "--student", "snn,ann", "--filters", "cosine,label",
-               "--kd", "defaults", "--kd", "dda-ce-weight=1,dda-feature-weight=1,dda-optimizer=sgd-cosine",
-               "--teacher-epochs", "2", "--set", "dda-images=32", "--set", "dda-inversion-steps=10",
-               "--set", "dda-denoiser-epochs=1", "--set", "dda-distill-epochs=2", "--set", "timesteps=2",
-               "--out", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.parametrize("sets, message", [
+    (["--set", "image-size=4"], "was trained on 8 px images, the data here are 4 px"),
+    (["--set", "dda-images=0"], "dda-images=0 is out of range"),
+    (["--dataset", "synthetic"], "is a 'ann' teacher for 'digits'"),
+])
+def test_a_teacher_that_does_not_fit_or_no_image_budget_is_one_line_and_writes_nothing(distilled, tmp_path, sets,
+                                                                                      message):
+    proc = run("dda", "distill", "--teacher", str(distilled / "teacher" / "teacher.pt"), *sets,
+               "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ablation_cli_distils_every_variant_per_seed(tmp_path):
     import pandas as pd
 
+    proc = run("dda", "ablation", "--seeds", "0,1", "--variant", "defaults", "--variant", "mode=real",
+               "--variant", "mode=synthetic,dda-rotation-weight=0", "--teacher-epochs", "2", *TINY_SETS,
+               "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_csv(tmp_path / "ablation.csv", keep_default_na=False)
-    assert sorted(frame["seed"].unique()) == [0, 1] and len(frame) == 2 * 2 * 5 * 2  # seeds, students, runs, kd
-    assert list(frame["mode"][::2][:5]) == ["real", "inversion", "no-filter", "dda", "dda"]
-    by_mode = frame[(frame["seed"] == 0) & (frame["student"] == "ann") & (frame["kd"] == "")].set_index(["mode", "filter"])
-    assert by_mode.loc[("real", ""), "training_images"] > by_mode.loc[("no-filter", ""), "training_images"] == 32 * 3
-    assert 32 <= by_mode.loc[("dda", "cosine"), "training_images"] <= 96
-    assert 32 <= by_mode.loc[("dda", "label"), "training_images"] <= 96
-    # the filter analysis: per seed, the cosine filter's verdict against the teacher's label
-    figures = pd.read_csv(tmp_path / "filter.csv")
-    assert list(figures["seed"]) == [0, 1] and figures["kept_fraction"].between(0, 1).all()
-    assert (tmp_path / "filter.png").read_bytes()[:4] == b"\x89PNG"
-    assert torch.load(tmp_path / "students" / "snn-dda-label-seed1.pt")["student"] == "snn"
+    assert list(frame["seed"]) == [0, 0, 0, 1, 1, 1]
+    assert list(frame["variant"][:3]) == ["defaults", "mode=real", "mode=synthetic,dda-rotation-weight=0"]
+    by_variant = frame[frame["seed"] == 0].set_index("mode")
+    assert by_variant.loc["synthetic", "pool"] == 32 + 2 * 16 < by_variant.loc["dda", "pool"]
+    assert by_variant.loc["real", "pool"] > 1000 and by_variant.loc["real", "kept_fraction"] == ""
+    assert (tmp_path / "students" / "modesynthetic-dda-rotation-weight0-seed1" / "student.pt").exists()
     table = (tmp_path / "ablation.md").read_text()
-    assert "(d) DDA, filter: teacher label kept" in table and "dda-optimizer=sgd-cosine" in table
+    assert "vs first row, final" in table and "+0.000" in table  # the reference row against itself

@@ -1,8 +1,9 @@
 """Logits and embeddings of the networks DDA works with: :class:`AnnCNN` and :class:`SpikingCNN`.
 
-For the spiking CNN, the logits are the readout layer's input currents averaged over
-the T steps (the quantity its output spikes threshold) and the embedding is the firing
-rate of the flattened last feature map.
+For the spiking CNN, the logits are the output neurons' firing rates (mean spikes over
+the T steps): the readout the federation evaluates with (``ClassifyWorkload.evaluate``),
+so a distilled student's accuracy here is the accuracy it starts the federation with.
+Its embedding is the firing rate of the flattened last feature map.
 """
 
 from __future__ import annotations
@@ -17,41 +18,34 @@ from models.spiking_cnn import SpikingCNN
 STUDENTS = ("snn", "ann")
 
 
-def _steps(model: SpikingCNN, x: torch.Tensor) -> torch.Tensor:
-    return x.unsqueeze(0).repeat(model.timesteps, *([1] * x.dim()))
+def embedding_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, D] penultimate features, [N, classes] class scores) from one differentiable
+    pass (a spiking model's neurons are reset afterwards)."""
+    if isinstance(model, SpikingCNN):
+        features = model.net[:-2](x.unsqueeze(0).repeat(model.timesteps, *([1] * x.dim())))  # [T, N, D] spikes
+        rates = model.net[-1](model.net.fc(features)).mean(0)  # output spikes averaged over T
+        functional.reset_net(model)
+        return features.mean(0), rates
+    assert isinstance(model, AnnCNN), type(model)
+    features = model.embed(x)
+    return features, model.head(features)
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """[N, classes] class scores, differentiable (neurons are reset afterwards)."""
-    if isinstance(model, SpikingCNN):
-        out = model.net[:-1](_steps(model, x)).mean(0)  # up to the readout Linear
-        functional.reset_net(model)
-        return out
-    return model(x)
+    """[N, classes] class scores (see the module docstring)."""
+    return model(x) if isinstance(model, AnnCNN) else embedding_and_logits(model, x)[1]
 
 
 def embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """[N, D] penultimate features."""
-    if isinstance(model, SpikingCNN):
-        out = model.net[:-2](_steps(model, x)).mean(0)  # up to flatten: rates of the last feature map
-        functional.reset_net(model)
-        return out
-    assert isinstance(model, AnnCNN), type(model)
-    return model.embed(x)
-
-
-def embedding_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(:func:`embedding`, :func:`logits`) from one pass: both networks' logits are a linear
-    readout of the embedding (for the spiking CNN, of the rates, since the mean over T
-    commutes with the Linear)."""
-    features = embedding(model, x)
-    return features, (model.net.fc if isinstance(model, SpikingCNN) else model.head)(features)
+    return model.embed(x) if isinstance(model, AnnCNN) else embedding_and_logits(model, x)[0]
 
 
 def build_student(kind: str, in_channels: int, image_size: int, num_classes: int, timesteps: int) -> nn.Module:
-    """A compact student: ``snn`` = SpikingCNN(8, 16 channels), ``ann`` = AnnCNN(8, 16 channels)."""
+    """The student: ``snn`` = the ``classify`` workload's default SpikingCNN (16, 32 channels),
+    the model a federation trains; ``ann`` = an ANN of the same widths, AnnCNN(16, 32)."""
     if kind == "snn":
-        return SpikingCNN(in_channels, image_size, num_classes, timesteps, channels=(8, 16))
+        return SpikingCNN(in_channels, image_size, num_classes, timesteps)
     if kind == "ann":
-        return AnnCNN(in_channels, image_size, num_classes, channels=(8, 16), hidden=32)
+        return AnnCNN(in_channels, image_size, num_classes, channels=(16, 32), hidden=64)
     raise ValueError(f"student {kind!r}; accepted: {', '.join(STUDENTS)}")

@@ -1,22 +1,37 @@
-"""Stage 1, synthesis: images inverted from the teacher (DeepInversion, Yin et al. 2020).
+"""Stage 1, synthesis: a batch of images made from the teacher, hard for the current student.
 
-A batch of images is optimised so that (a) the statistics of every BatchNorm layer's
-input match that layer's running statistics, (b) the teacher classifies each image as
-its sampled target label (cross-entropy), and (c) image priors hold (total variation and
-l2). Batches from successive iterations accumulate in a :class:`SyntheticBank`.
+Each batch starts afresh (new pixels, or a generator reset with its noise) and is
+optimised for ``dda-synthesis-steps`` steps; the batch of the lowest loss is kept (the
+authors' ``best_cost``, GitHub SLGSP/DDA ``datafree/synthesis/dda.py``). The loss, on the
+images after the pool's crop/flip (as the teacher sees them when the student samples):
+
+- ``bn`` x the distance of every teacher BatchNorm layer's input statistics to its
+  running statistics (DeepInversion, Yin et al. 2020);
+- ``ce`` x the teacher's cross-entropy to the batch's target labels;
+- ``tv`` x total variation (an image prior);
+- ``adversarial`` x minus the teacher-student KL divergence: images on which the
+  student still disagrees with the teacher (DFAD, Fast, NAYER; weight 0.5-1.3 there);
+- ``rotation`` x minus the rotation head's loss on the student's embedding
+  (:mod:`models.dda.rotation`; the authors' ``loss_dda``, weight 10).
+
+The last two need the current student, so a pool's first batches (no student yet) are
+made with them off, as the authors' ``initBank`` script does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.dda.generator import Generator
 from models.dda.networks import logits
+from models.dda.pool import crop_flip
+from models.dda.rotation import RotationHead
 
 
 class BNStatistics:
@@ -50,19 +65,28 @@ class BNStatistics:
 
 
 @contextmanager
-def frozen(teacher: nn.Module) -> Iterator[BNStatistics]:
-    """``teacher`` in eval mode with its parameters' gradients off, and BatchNorm hooks on
-    it, for synthesising against it; all restored (hooks removed) on exit."""
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    stats = BNStatistics(teacher)
+def fixed(*models: nn.Module | None) -> Iterator[None]:
+    """``models`` (None skipped) in eval mode with their parameters' gradients off; restored on exit."""
+    models = [m for m in models if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval().requires_grad_(False)
     try:
-        yield stats
+        yield
     finally:
-        stats.remove()
-        for p in teacher.parameters():
-            p.requires_grad_(True)
+        for m, mode in zip(models, modes):
+            m.requires_grad_(True).train(mode)
+
+
+@contextmanager
+def frozen(teacher: nn.Module) -> Iterator[BNStatistics]:
+    """``teacher`` :func:`fixed`, with BatchNorm hooks on it (removed on exit)."""
+    with fixed(teacher):
+        stats = BNStatistics(teacher)
+        try:
+            yield stats
+        finally:
+            stats.remove()
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -70,71 +94,77 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class InversionWeights:
-    """Weights of the inversion loss terms."""
+class SynthesisWeights:
+    """Weights of the synthesis loss terms (see the module docstring); defaults: the
+    published ones (BN 10, CE 1, TV 0.001 of ADI/Fast; disagreement 1; rotation 10, DDA's)."""
 
     bn: float = 1.0
     ce: float = 1.0
-    tv: float = 0.05
-    l2: float = 1e-4
+    tv: float = 0.001
+    adversarial: float = 1.0
+    rotation: float = 10.0
 
+    @classmethod
+    def of(cls, cfg) -> SynthesisWeights:
+        return cls(cfg.dda_bn_weight, cfg.dda_class_weight, cfg.dda_tv_weight, cfg.dda_adversarial_weight,
+                   cfg.dda_rotation_weight)
 
-def invert(teacher: nn.Module, labels: torch.Tensor, shape: tuple[int, int, int], steps: int = 200,
-           lr: float = 0.1, weights: InversionWeights = InversionWeights(),
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    """Images [N, *shape] in [0, 1] for ``labels``, and the loss history per step
-    (``bn``, ``ce``, ``accuracy`` of the teacher on the images)."""
-    device = labels.device
-    # the images are sigmoid(z): always valid pixels, no clipping
-    z = torch.randn((len(labels), *shape), generator=generator).to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
-    history: dict[str, list[float]] = {"bn": [], "ce": [], "accuracy": []}
-    with frozen(teacher) as stats:
-        for _ in range(steps):
-            x = torch.sigmoid(z)
-            stats.clear()
-            out = logits(teacher, x)
-            ce = F.cross_entropy(out, labels)
-            bn = stats.loss
-            loss = weights.bn * bn + weights.ce * ce + weights.tv * total_variation(x) + weights.l2 * x.pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            history["bn"].append(bn.item())
-            history["ce"].append(ce.item())
-            history["accuracy"].append((out.argmax(1) == labels).float().mean().item())
-    return torch.sigmoid(z).detach(), history
+    def without_student(self) -> SynthesisWeights:
+        return replace(self, adversarial=0.0, rotation=0.0)
 
 
 @dataclass
-class SyntheticBank:
-    """Synthetic images and their target labels, accumulated across inversion iterations."""
+class Opponent:
+    """The current student as the synthesis sees it: ``logits`` = its (scaled) class
+    scores, ``head`` = the rotation head on its embedding."""
 
-    images: list[torch.Tensor] = field(default_factory=list)
-    labels: list[torch.Tensor] = field(default_factory=list)
-
-    def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images.append(images.detach())
-        self.labels.append(labels.detach())
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.cat(self.images), torch.cat(self.labels)
-
-    def __len__(self) -> int:
-        return sum(len(x) for x in self.images)
+    student: nn.Module
+    logits: object  # Callable[[Tensor], Tensor]
+    head: RotationHead | None
 
 
-def synthesize(teacher: nn.Module, num_images: int, num_classes: int, shape: tuple[int, int, int],
-               batch_size: int = 128, steps: int = 200, lr: float = 0.1,
-               weights: InversionWeights = InversionWeights(), seed: int = 0,
-               device: torch.device | None = None) -> tuple[SyntheticBank, list[dict[str, list[float]]]]:
-    """``num_images`` inverted images with balanced labels, batch by batch into a bank."""
-    generator = torch.Generator().manual_seed(seed)
-    bank, histories = SyntheticBank(), []
-    labels = torch.arange(num_images) % num_classes
-    labels = labels[torch.randperm(num_images, generator=generator)]
-    for batch in labels.split(batch_size):
-        images, history = invert(teacher, batch.to(device), shape, steps, lr, weights, generator)
-        bank.add(images, batch.to(device))
-        histories.append(history)
-    return bank, histories
+def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, num_classes: int, shape: tuple[int, int, int],
+                     steps: int, weights: SynthesisWeights, augment: str, generator: torch.Generator,
+                     synthesis: str = "generator", opponent: Opponent | None = None, nz: int = 256
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Images [N, *shape] in [0, 1] for ``targets`` [N]: ``synthesis`` = ``generator`` (a
+    reset :class:`Generator` and its noise, Adam 1e-3, betas 0.5/0.999) or ``inversion``
+    (the pixels, through a sigmoid, Adam 0.1); the lowest-loss step's batch, and the
+    figures of the last step (``bn``, ``ce``, ``adversarial``, ``rotation``,
+    ``accuracy`` of the teacher)."""
+    device = targets.device
+    if opponent is None:
+        weights = weights.without_student()
+    if synthesis == "generator":
+        net = Generator(nz, num_classes, shape).to(device)
+        z = torch.randn((len(targets), nz), generator=generator).to(device).requires_grad_(True)
+        optimizer = torch.optim.Adam([*net.parameters(), z], lr=1e-3, betas=(0.5, 0.999))
+        make = lambda: net(z, targets)  # noqa: E731
+    else:
+        z = torch.randn((len(targets), *shape), generator=generator).to(device).requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=0.1)
+        make = lambda: torch.sigmoid(z)  # noqa: E731
+    best, best_loss, figures = None, float("inf"), {}
+    student, head = (opponent.student, opponent.head) if opponent else (None, None)
+    with frozen(teacher) as stats, fixed(student, head):
+        for _ in range(steps):
+            images = make()
+            x = crop_flip(images, augment, generator)
+            stats.clear()
+            out = logits(teacher, x)
+            terms = {"bn": stats.loss, "ce": F.cross_entropy(out, targets), "tv": total_variation(x)}
+            if weights.adversarial:
+                disagreement = F.kl_div(F.log_softmax(opponent.logits(x), 1), F.softmax(out, 1), reduction="batchmean")
+                terms["adversarial"] = -disagreement
+            if weights.rotation and head is not None:
+                terms["rotation"] = -head.loss(student, x, targets)
+            loss = sum(getattr(weights, name) * term for name, term in terms.items())
+            if loss.item() < best_loss:
+                best, best_loss = images.detach().clone(), loss.item()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    figures = {name: term.item() for name, term in terms.items()}
+    figures["accuracy"] = (out.argmax(1) == targets).float().mean().item()
+    return best, figures
+

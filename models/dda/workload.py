@@ -13,6 +13,7 @@ from models.dda.distill import OPTIMIZERS
 from models.dda.filtering import FILTERS
 from models.dda.generator import SYNTHESES
 from models.dda.networks import build_student
+from models.dda.pool import AUGMENTS
 from models.spiking_cnn import SpikingCNN
 from models.device import torch_device
 from core.config import ConfigError, Key, RunConfig, above, at_least, choice
@@ -21,23 +22,33 @@ if TYPE_CHECKING:
     from data import DatasetSpec
 
 # Run-config keys of DDA (the workload, and the distillation of the global model, dda-distill-every).
+# Defaults: the authors' choices (GitHub SLGSP/DDA) where the budget allows; the budget keys
+# (images, steps, epochs) are sized for 2 CPU cores (docs/dda.md), the authors' in brackets.
 KEYS = {
     "dda-student": Key(""),
     "dda-pipeline": Key(""),
-    "dda-synthesis": choice("inversion", SYNTHESES),
-    "dda-rotation-weight": at_least(1.0, 0),
-    "dda-images": at_least(512, 1),
-    "dda-inversion-steps": at_least(200, 1),
+    "dda-synthesis": choice("generator", SYNTHESES),
+    "dda-images": at_least(1024, 1),  # the starting pool [80,000]
+    "dda-synthesis-steps": at_least(50, 1),  # per synthetic batch [200; 500 for the starting pool]
+    "dda-synthesis-batch": at_least(128, 2),  # images optimised together [400]
+    "dda-epoch-images": at_least(128, 0),  # new synthetic images per epoch; 0 = the starting pool stays fixed [400]
+    "dda-epochs": at_least(30, 1),  # [200]
+    "dda-student-steps": at_least(100, 1),  # per epoch [2,000]
+    "dda-augment": choice("crop-flip", AUGMENTS),
+    "dda-bn-weight": at_least(1.0, 0),
+    "dda-class-weight": at_least(1.0, 0),
+    "dda-tv-weight": at_least(0.001, 0),
+    "dda-adversarial-weight": at_least(1.0, 0),
+    "dda-rotation-weight": at_least(10.0, 0),
     "dda-denoiser-epochs": at_least(30, 1),
     "dda-variants": at_least(2, 1),
     "dda-strength": above(0.3, 0, 1),
     "dda-filter": choice("cosine", FILTERS),
     "dda-threshold": at_least(0.8, -1, 1),
-    "dda-temperature": above(4.0, 0),
-    "dda-ce-weight": at_least(0.0, 0),
+    "dda-temperature": above(20.0, 0),
+    "dda-ce-weight": at_least(1.0, 0),
     "dda-feature-weight": at_least(0.0, 0),
-    "dda-optimizer": choice("adam", OPTIMIZERS),
-    "dda-distill-epochs": at_least(30, 1),
+    "dda-optimizer": choice("sgd-cosine", OPTIMIZERS),
     "dda-distill-every": at_least(0, 0),
 }
 

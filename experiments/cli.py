@@ -227,6 +227,7 @@ def esvae_report(
 @app.command("train-teacher")
 def train_teacher_cmd(
     dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
+    kind: Annotated[str, typer.Option(help="ann (AnnCNN, 32/64 channels) or resnet (AnnResNet-14)")] = "ann",
     epochs: Annotated[int, typer.Option(help="training epochs")] = 15,
     seed: Annotated[int, typer.Option(help="seed of init and batches")] = 0,
     data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
@@ -235,17 +236,18 @@ def train_teacher_cmd(
                                                          "max-test-samples, e.g. --set image-size=14")] = [],
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/teacher-<dataset>-seed<seed>]")] = None,
 ) -> None:
-    """Train the ANN CNN teacher that `spikefed dda distill` distils from; writes teacher.pt."""
-    from experiments.dda import train_teacher
+    """Train the ANN teacher that `spikefed dda distill` distils from; writes teacher.pt."""
+    from experiments.dda import TEACHERS, train_teacher
     from server.config import load_config
 
     with config_errors():
+        check_option("--kind", kind, tuple(TEACHERS))
         cfg = load_config({"dataset": dataset, "data-dir": data_dir, "seed": seed, "batch-size": 64,
                            "num-gpus": num_gpus, **checked_sets(set_, DATA_SETS, dda=False)})
         check_data(cfg)
     out = out or Path("results") / f"teacher-{dataset}-seed{seed}"
     with console.status(f"training the teacher on {dataset} for {epochs} epochs"):
-        _, metrics = train_teacher(cfg, out, epochs)
+        _, metrics = train_teacher(cfg, out, epochs, kind)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"teacher: {(out / 'teacher.pt').resolve()}")
     print(f"teacher test accuracy: {metrics['test_accuracy']:.4f}")
@@ -330,16 +332,18 @@ def dda_ablation(
                                                     "key=value of dda-* keys and mode (real, synthetic, "
                                                     "no-filter, dda); repeat it; the first is the reference")] = [],
     teacher_epochs: Annotated[int, typer.Option(help="epochs of each seed's teacher")] = 15,
+    teacher_kind: Annotated[str, typer.Option(help="ann (AnnCNN) or resnet (AnnResNet-14)")] = "ann",
     set_: Annotated[list[str], typer.Option("--set", help="keys every variant shares, e.g. --set dda-epochs=8")] = [],
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/dda-ablation-<dataset>]")] = None,
 ) -> None:
     """One spiking student per variant, per seed, from the seed's teacher; writes
     ablation.csv and ablation.md (mean ± std, gain over the first variant)."""
-    from experiments.dda import ablation
+    from experiments.dda import TEACHERS, ablation
     from models.dda.pipeline import MODES
     from server.config import load_config
 
     with config_errors():
+        check_option("--teacher-kind", teacher_kind, tuple(TEACHERS))
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
@@ -356,7 +360,7 @@ def dda_ablation(
     out = out or Path("results") / f"dda-ablation-{dataset}"
     with progress() as bars:
         task = bars.add_task("students (seeds x variants)", total=len(seed_list) * len(variants))
-        ablation(cfg, seed_list, teacher_epochs, out, tuple(variants), lambda: bars.advance(task))
+        ablation(cfg, seed_list, teacher_epochs, out, tuple(variants), lambda: bars.advance(task), teacher_kind)
     print(f"results: {out.resolve()}")
     print((out / "ablation.md").read_text())
 

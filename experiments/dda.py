@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from data import split_of  # noqa: E402
 from models.ann_cnn import AnnCNN, train_classifier  # noqa: E402
+from models.ann_resnet import AnnResNet  # noqa: E402
 from models.dda.distill import accuracy  # noqa: E402
 from models.dda.networks import build_student  # noqa: E402
 from models.dda.pipeline import DDAResult, run_dda  # noqa: E402
@@ -22,19 +23,22 @@ from models.device import torch_device  # noqa: E402
 from server.config import ConfigError, RunConfig, load_config  # noqa: E402
 
 
-def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> tuple[AnnCNN, dict]:
-    """An :class:`AnnCNN` teacher trained on the whole training split (written to teacher.pt),
-    and its figures."""
+TEACHERS = {"ann": AnnCNN, "resnet": AnnResNet}  # train-teacher --kind
+
+
+def train_teacher(cfg: RunConfig, out: Path, epochs: int, kind: str = "ann") -> tuple[AnnCNN, dict]:
+    """A teacher of ``kind`` (:data:`TEACHERS`) trained on the whole training split (written
+    to teacher.pt), and its figures."""
     split = split_of(cfg)
     device = torch_device(cfg)
     torch.manual_seed(cfg.seed)
     spec = split.spec
-    teacher = AnnCNN(spec.channels, spec.size, spec.num_classes).to(device)
+    teacher = TEACHERS[kind](spec.channels, spec.size, spec.num_classes).to(device)
     x, y = torch.as_tensor(split.x_train, device=device), torch.as_tensor(split.y_train, device=device)
     history = train_classifier(teacher, x, y, epochs, 1e-3, cfg.batch_size, cfg.seed)
     acc = accuracy(teacher, torch.as_tensor(split.x_test, device=device), torch.as_tensor(split.y_test, device=device))
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"teacher": "ann", "dataset": cfg.dataset, "image_size": spec.size, "seed": cfg.seed,
+    torch.save({"teacher": kind, "dataset": cfg.dataset, "image_size": spec.size, "seed": cfg.seed,
                 "accuracy": acc, "state_dict": teacher.state_dict()}, out / "teacher.pt")
     return teacher.eval(), {"dataset": cfg.dataset, "epochs": epochs, "seed": cfg.seed, "test_accuracy": acc,
                             "loss_per_epoch": [round(v, 5) for v in history]}
@@ -42,11 +46,11 @@ def train_teacher(cfg: RunConfig, out: Path, epochs: int) -> tuple[AnnCNN, dict]
 
 def load_teacher(path: str, cfg: RunConfig) -> AnnCNN:
     state = load_checkpoint(path, "--teacher")
-    if state.get("teacher") != "ann" or state.get("dataset") != cfg.dataset:
+    if state.get("teacher") not in TEACHERS or state.get("dataset") != cfg.dataset:
         raise ConfigError(f"--teacher {path!r} is a {state.get('teacher')!r} teacher for {state.get('dataset')!r}; "
                           f"accepted: a teacher from `spikefed train-teacher --dataset {cfg.dataset}`")
     spec = split_of(cfg).spec
-    teacher = AnnCNN(spec.channels, spec.size, spec.num_classes)
+    teacher = TEACHERS[state["teacher"]](spec.channels, spec.size, spec.num_classes)
     try:
         teacher.load_state_dict(state["state_dict"])
     except RuntimeError:
@@ -71,16 +75,23 @@ def distill_student(teacher: AnnCNN, student_kind: str, mode: str, cfg: RunConfi
     student = build_student(student_kind, spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(device)
     before = accuracy(student, *test)
     real = (torch.as_tensor(split.x_train, device=device), torch.as_tensor(split.y_train, device=device))
-    result = run_dda(teacher, student, cfg, (spec.channels, spec.size, spec.size), spec.num_classes, mode,
-                     real=real, test=test, on_epoch=on_epoch)
     out.mkdir(parents=True, exist_ok=True)
+    curve = out / "epochs.csv"
+    curve.unlink(missing_ok=True)
+
+    def epoch_done(row: dict) -> None:  # the curve grows while the run goes on (the longest command SpikeFed has)
+        pd.DataFrame([row]).to_csv(curve, mode="a", header=not curve.exists(), index=False)
+        if on_epoch:
+            on_epoch(row)
+
+    result = run_dda(teacher, student, cfg, (spec.channels, spec.size, spec.size), spec.num_classes, mode,
+                     real=real, test=test, on_epoch=epoch_done)
     save_student(student, student_kind, mode, cfg, out / "student.pt")
     metrics = {"dataset": cfg.dataset, "student": student_kind, "seed": cfg.seed,
                "teacher_accuracy": accuracy(teacher, *test), "student_accuracy_at_init": before,
                "student_accuracy": result.info["final_accuracy"], **result.info,
                "config": {k: v for k, v in cfg.to_mapping().items() if k.startswith("dda-") or k in RUN_KEYS}}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    pd.DataFrame(result.epochs).to_csv(out / "epochs.csv", index=False)
     if result.variants is not None:
         save_grid(result, out / "dda.png")
     return metrics
@@ -116,16 +127,17 @@ def save_grid(result: DDAResult, path: Path, columns: int = 12) -> None:
 
 
 def ablation(cfg: RunConfig, seeds: list[int], teacher_epochs: int, out: Path,
-             variants: tuple[tuple[str, str, dict[str, str]], ...], advance=lambda: None) -> pd.DataFrame:
-    """Per seed: a teacher, then one spiking student per variant ``(name, mode, dda-* keys
+             variants: tuple[tuple[str, str, dict[str, str]], ...], advance=lambda: None,
+             teacher_kind: str = "ann") -> pd.DataFrame:
+    """Per seed: a teacher of ``teacher_kind``, then one spiking student per variant ``(name, mode, dda-* keys
     over cfg's)``, each distilled from scratch. Writes ablation.csv (one row per seed and
-    variant), ablation.md (mean ± std, and each variant's gain over the first one) and every
-    student under students/; ``advance()`` is called after each student."""
+    variant), ablation.md (mean ± std, and each variant's gain over the first one), curves.csv
+    and curves.png (accuracy per epoch) and every student under students/; ``advance()`` is called after each student."""
     (out / "students").mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
         scfg = cfg.replace(seed=seed)
-        teacher, figures = train_teacher(scfg, out / f"teacher-seed{seed}", teacher_epochs)
+        teacher, figures = train_teacher(scfg, out / f"teacher-seed{seed}", teacher_epochs, teacher_kind)
         for name, mode, changes in variants:
             vcfg = load_config({**scfg.to_mapping(), **changes})
             folder = out / "students" / f"{name_of(name)}-seed{seed}"
@@ -136,19 +148,35 @@ def ablation(cfg: RunConfig, seeds: list[int], teacher_epochs: int, out: Path,
                          "seconds": metrics["total_seconds"]})
             advance()
     frame = pd.DataFrame(rows)
-    frame.to_csv(out / "ablation.csv", index=False)
-    (out / "ablation.md").write_text(ablation_table(frame) + "\n")
+    curves = pd.concat([pd.read_csv(out / "students" / f"{name_of(name)}-seed{seed}" / "epochs.csv")
+                        .assign(seed=seed, variant=name) for seed in seeds for name, _, _ in variants])
+    write_tables(frame, curves, out)
     return frame
 
 
-def merge_ablations(folders: list[Path], out: Path) -> pd.DataFrame:
-    """The ablation.csv of ``folders`` (e.g. one per seed, run side by side) as one
-    ablation.csv and ablation.md in ``out``, variants in first-seen order."""
-    frame = pd.concat([pd.read_csv(folder / "ablation.csv") for folder in folders], ignore_index=True)
-    frame = frame.sort_values("seed", kind="stable")
-    out.mkdir(parents=True, exist_ok=True)
+def write_tables(frame: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
+    """ablation.csv, ablation.md, curves.csv (accuracy per epoch) and curves.png."""
     frame.to_csv(out / "ablation.csv", index=False)
     (out / "ablation.md").write_text(ablation_table(frame) + "\n")
+    curves.to_csv(out / "curves.csv", index=False)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (name, group) in enumerate(curves.groupby("variant", sort=False)):
+        for j, (_, run) in enumerate(group.groupby("seed")):
+            ax.plot(run["epoch"], run["accuracy"], color=f"C{i}", alpha=0.8, label=name if j == 0 else None)
+    ax.set(xlabel="epoch", ylabel="test accuracy (output spike rates)", title="spiking student per epoch, one line per seed")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+def merge_ablations(folders: list[Path], out: Path) -> pd.DataFrame:
+    """The tables of ``folders`` (e.g. one per seed, run side by side) as one set in ``out``
+    (:func:`write_tables`), variants in first-seen order."""
+    frame = pd.concat([pd.read_csv(folder / "ablation.csv") for folder in folders], ignore_index=True)
+    curves = pd.concat([pd.read_csv(folder / "curves.csv") for folder in folders], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(frame.sort_values("seed", kind="stable"), curves.sort_values("seed", kind="stable"), out)
     return frame
 
 
@@ -177,4 +205,4 @@ def ablation_table(frame: pd.DataFrame) -> str:
         "kept fraction": pm(group["kept_fraction"], 3),
         "wall s": pm(group["seconds"], 0),
     } for name, group in frame.groupby("variant", sort=False)])
-    return table.to_markdown(index=False)
+    return table.to_markdown(index=False, disable_numparse=True)

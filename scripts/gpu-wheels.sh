@@ -5,8 +5,9 @@
 #   .whl/*.whl          flwr, flwr-datasets, spikingjelly, diffusers and what they need, less
 #                       what the GPU machine already has (ray is left out: too large to carry;
 #                       the check deploys SuperLink and SuperNodes as processes instead)
-#   .whl/data/FashionMNIST/raw/   the first 6,000 training and 2,000 test images of
-#                       Fashion-MNIST, as IDX files (Debian's dataset-fashion-mnist)
+#   .whl/data/FashionMNIST/raw/   the first 30,000 training and all 10,000 test images of
+#                       Fashion-MNIST, as IDX files (Debian's dataset-fashion-mnist; about 18 MB:
+#                       DDA at paper scale trains on them, the federation check on 6,000 / 2,000)
 # .whl/ is ignored by git; the device tool carries it (64 MiB at most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +62,8 @@ from data.sources import SYSTEM_FASHION_MNIST, read_idx
 
 raw = Path(".whl/data/FashionMNIST/raw")
 raw.mkdir(parents=True, exist_ok=True)
-for stem, n in (("train-images-idx3-ubyte", 6000), ("train-labels-idx1-ubyte", 6000),
-                ("t10k-images-idx3-ubyte", 2000), ("t10k-labels-idx1-ubyte", 2000)):
+for stem, n in (("train-images-idx3-ubyte", 30000), ("train-labels-idx1-ubyte", 30000),
+                ("t10k-images-idx3-ubyte", 10000), ("t10k-labels-idx1-ubyte", 10000)):
     source = next(SYSTEM_FASHION_MNIST.glob(stem + "*"))
     array = read_idx(source)[:n]
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)

@@ -101,6 +101,25 @@ def test_the_rotation_head_learns_the_rotations_of_the_pool(teacher, digits):
     assert all(p.grad is None for p in student.parameters())  # the head trains, the student does not
 
 
+def test_the_distiller_learns_with_every_loss_term_and_rejects_unknown_options(teacher, digits):
+    _, x_test, y_test = digits
+    images, labels = x_test[:128], y_test[:128]
+    for kind in ("snn", "ann"):
+        for options in (KDOptions(), KDOptions(feature_weight=30.0, optimizer="adam")):
+            torch.manual_seed(0)
+            student = build_student(kind, 1, 8, 10, 2)
+            distiller = Distiller(teacher, student, options, 3, images[:2])
+            losses = [distiller.step(images, labels) for _ in range(15)]
+            assert losses[-1] < losses[0], (kind, options)
+    assert distiller.projection is not None and distiller.log_scale is None  # an ANN student needs no scale
+    with pytest.raises(ConfigError, match="dda-optimizer='sgd' is unknown; accepted: sgd-cosine, adam"):
+        load_config({"dda-optimizer": "sgd"})
+    with pytest.raises(ConfigError, match="dda-augment='rotate' is unknown; accepted: crop-flip, crop, none"):
+        load_config({"dda-augment": "rotate"})
+    with pytest.raises(ConfigError, match="dda-images=0 is out of range"):
+        load_config({"dda-images": 0})
+
+
 def test_the_spiking_students_accuracy_is_the_federations_readout(digits):
     split, x_test, y_test = digits
     torch.manual_seed(0)
@@ -281,7 +300,8 @@ def test_ablation_cli_distils_every_variant_per_seed(tmp_path):
     import pandas as pd
 
     proc = run("dda", "ablation", "--seeds", "0,1", "--variant", "defaults", "--variant", "mode=real",
-               "--variant", "mode=synthetic,dda-rotation-weight=0", "--teacher-epochs", "2", *TINY_SETS,
+               "--variant", "mode=synthetic,dda-rotation-weight=0", "--teacher-epochs", "2", "--teacher-kind", "resnet",
+               *TINY_SETS,
                "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_csv(tmp_path / "ablation.csv", keep_default_na=False)
@@ -291,5 +311,23 @@ def test_ablation_cli_distils_every_variant_per_seed(tmp_path):
     assert by_variant.loc["synthetic", "pool"] == 32 + 2 * 16 < by_variant.loc["dda", "pool"]
     assert by_variant.loc["real", "pool"] > 1000 and by_variant.loc["real", "kept_fraction"] == ""
     assert (tmp_path / "students" / "modesynthetic-dda-rotation-weight0-seed1" / "student.pt").exists()
+    assert torch.load(tmp_path / "teacher-seed0" / "teacher.pt")["teacher"] == "resnet"
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert len(curves) == 6 * 2 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"  # 2 epochs per run
+    proc = run("dda", "merge", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "merged"))
+    assert proc.returncode == 0 and len(pd.read_csv(tmp_path / "merged" / "ablation.csv")) == 12
     table = (tmp_path / "ablation.md").read_text()
     assert "vs first row, final" in table and "+0.000" in table  # the reference row against itself
+
+
+def test_a_resnet_teacher_serves_synthesis_filter_and_distillation(digits):
+    from models.ann_resnet import AnnResNet
+
+    split, x_test, y_test = digits
+    torch.manual_seed(0)
+    resnet = AnnResNet(1, 8, 10, widths=(8, 16, 16), blocks=1)
+    train_classifier(resnet, torch.as_tensor(split.x_train), torch.as_tensor(split.y_train), 3, 1e-3, 64, 0)
+    assert accuracy(resnet.eval(), x_test, y_test) > 0.5
+    student = build_student("snn", 1, 8, 10, 2)
+    result = run_dda(resnet, student, tiny_keys(**{"dda-epochs": 1}), (1, 8, 8), 10, "dda", test=(x_test, y_test))
+    assert result.variants.similarity.shape == (40, 2) and result.info["pool"] >= 60

@@ -1,4 +1,5 @@
-"""Logits and embeddings of the networks DDA works with: :class:`AnnCNN` and :class:`SpikingCNN`.
+"""Logits and embeddings of the networks DDA works with: the ANN teachers (:class:`AnnCNN`,
+:class:`AnnResNet`: ``embed()`` then a linear ``head``) and :class:`SpikingCNN`.
 
 For the spiking CNN, the logits are the output neurons' firing rates (mean spikes over
 the T steps): the readout the federation evaluates with (``ClassifyWorkload.evaluate``),
@@ -26,19 +27,18 @@ def embedding_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
         rates = model.net[-1](model.net.fc(features)).mean(0)  # output spikes averaged over T
         functional.reset_net(model)
         return features.mean(0), rates
-    assert isinstance(model, AnnCNN), type(model)
     features = model.embed(x)
     return features, model.head(features)
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """[N, classes] class scores (see the module docstring)."""
-    return model(x) if isinstance(model, AnnCNN) else embedding_and_logits(model, x)[1]
+    return embedding_and_logits(model, x)[1] if isinstance(model, SpikingCNN) else model(x)
 
 
 def embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """[N, D] penultimate features."""
-    return model.embed(x) if isinstance(model, AnnCNN) else embedding_and_logits(model, x)[0]
+    return embedding_and_logits(model, x)[0] if isinstance(model, SpikingCNN) else model.embed(x)
 
 
 def build_student(kind: str, in_channels: int, image_size: int, num_classes: int, timesteps: int) -> nn.Module:

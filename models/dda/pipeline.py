@@ -55,10 +55,10 @@ def augmenter_for(cfg, synthetic: torch.Tensor, shape: tuple[int, int, int], dev
     """The user's pretrained pipeline (``dda-pipeline``), else a small UNet trained on the
     synthetic images (so the augmenter stays data-free)."""
     if cfg.dda_pipeline:
-        return SDEditAugmenter.from_pretrained(cfg.dda_pipeline, cfg.dda_strength, device=device)
+        return SDEditAugmenter.from_pretrained(cfg.dda_pipeline, cfg.dda_strength, cfg.dda_denoise_steps, device)
     unet = small_unet(shape[0], shape[1]).to(device)
     scheduler, _ = train_denoiser(unet, synthetic, cfg.dda_denoiser_epochs, seed=cfg.seed)
-    return SDEditAugmenter(unet, scheduler, cfg.dda_strength)
+    return SDEditAugmenter(unet, scheduler, cfg.dda_strength, cfg.dda_denoise_steps)
 
 
 @torch.no_grad()
@@ -101,7 +101,7 @@ def run_dda(teacher: nn.Module, student: nn.Module, cfg, shape: tuple[int, int, 
     example = torch.zeros((2, *shape), device=device)
     distiller = Distiller(teacher, student, KDOptions.of(cfg), cfg.dda_epochs, example)
     head = None
-    if data_free and weights.rotation:
+    if data_free and weights.rotation and cfg.dda_epoch_images:  # the head serves the epochs' synthesis only
         with torch.no_grad():
             head = RotationHead(embedding(student.eval(), example).shape[1], num_classes).to(device)
     opponent = Opponent(student, distiller.logits, head)

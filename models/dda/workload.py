@@ -43,6 +43,7 @@ KEYS = {
     "dda-denoiser-epochs": at_least(30, 1),
     "dda-variants": at_least(2, 1),
     "dda-strength": above(0.3, 0, 1),
+    "dda-denoise-steps": at_least(50, 1),
     "dda-filter": choice("cosine", FILTERS),
     "dda-threshold": at_least(0.8, -1, 1),
     "dda-temperature": above(20.0, 0),

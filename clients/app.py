@@ -18,10 +18,10 @@ import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.replies import query_reply, statistics_metrics, train_reply, upload_reply
+from clients.replies import discard_reply, query_reply, statistics_metrics, train_reply, upload_reply
 from core import faults
 from core.config import RunConfig
-from core.protocol import COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, SERVER_ROUND
+from core.protocol import COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, QUERY_STATISTICS, SERVER_ROUND
 from data import client_test_data, client_train_data, split_of
 from models import get_workload
 from models.device import model_device
@@ -86,7 +86,9 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
 def query(msg: Message, context: Context) -> Message:
     """Report this node's partition id, its node-config num-partitions and data size;
     when the query carries a model, also that model's metrics on the local training data
-    (Power-of-Choice ranks clients by this local loss)."""
+    (Power-of-Choice ranks clients by this local loss), or with ``query-statistics`` its
+    firing statistics there (SFedCA's selection before training). Either is one forward
+    pass, counted in the energy."""
     cfg, pid = _setup(msg, context)
     num_partitions = int(context.node_config["num-partitions"])
     info = {"partition-id": pid, "num-partitions": num_partitions, "num-examples": 0}
@@ -95,7 +97,11 @@ def query(msg: Message, context: Context) -> Message:
         info["num-examples"] = len(data[1])
         if "arrays" in msg.content:
             workload, model = get_workload(cfg.workload), _global_model(msg, cfg)
-            info.update(workload.evaluate(model, data, cfg))
+            if msg.content["config"].get(QUERY_STATISTICS, False):
+                num_classes = split_of(cfg).spec.num_classes
+                info.update(statistics_metrics(workload.firing_statistics(model, data, cfg, num_classes)))
+            else:
+                info.update(workload.evaluate(model, data, cfg))
             info.update(workload.energy(model, data, cfg, train_samples=0, inference_samples=len(data[1])))
     return query_reply(msg, info)
 
@@ -119,6 +125,12 @@ def train(msg: Message, context: Context) -> Message:
 def upload(msg: Message, context: Context) -> Message:
     """Second phase of a two-phase round: send the weights trained for this round (then forget them)."""
     return upload_reply(msg, context)
+
+
+@app.train("discard")
+def discard(msg: Message, context: Context) -> Message:
+    """Second phase, for a candidate that was not chosen: drop the weights kept for this round."""
+    return discard_reply(msg, context)
 
 
 @app.evaluate()

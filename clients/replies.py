@@ -11,6 +11,10 @@ SpikeFed's own ClientApp uses these, and so can anyone's::
     @app.train("upload")
     def upload(msg, context):
         return upload_reply(msg, context)
+
+    @app.train("discard")
+    def discard(msg, context):
+        return discard_reply(msg, context)
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from models.firing import FiringStatistics, firing_statistics
 KEPT_ARRAYS, KEPT_METRICS, KEPT_ROUND = "kept-arrays", "kept-metrics", "kept-round"
 
 
-def statistics_metrics(before: FiringStatistics, after: FiringStatistics) -> dict[str, list[float]]:
-    """The reply's firing-statistics entries, from the received model (``before``) and the trained one."""
-    return {**firing_metrics(FIRING_BEFORE, before.rates), **firing_metrics(FIRING_AFTER, after.rates),
-            CLASS_BEFORE: before.class_intensity, CLASS_AFTER: after.class_intensity}
+def statistics_metrics(before: FiringStatistics, after: FiringStatistics | None = None) -> dict[str, list[float]]:
+    """The reply's firing-statistics entries, from the received model (``before``) and the
+    trained one (``after``; None: a query's reply, before training only)."""
+    metrics = {**firing_metrics(FIRING_BEFORE, before.rates), CLASS_BEFORE: before.class_intensity}
+    if after is not None:
+        metrics.update({**firing_metrics(FIRING_AFTER, after.rates), CLASS_AFTER: after.class_intensity})
+    return metrics
 
 
 def executor(device: torch.device) -> ConfigRecord:
@@ -74,6 +81,19 @@ def upload_reply(msg: Message, context: Context) -> Message:
     del context.state[KEPT_ROUND]
     content = {"arrays": context.state.pop(KEPT_ARRAYS), "metrics": context.state.pop(KEPT_METRICS)}
     return Message(RecordDict(content), reply_to=msg)
+
+
+def discard_reply(msg: Message, context: Context) -> Message:
+    """A candidate of a two-phase round that was not chosen: forget the weights kept for the
+    asked round (a node keeps nothing between rounds it is not aggregated in). The reply
+    says whether there was anything to drop."""
+    wanted = int(msg.content["config"][SERVER_ROUND])
+    kept = context.state.get(KEPT_ROUND)
+    dropped = kept is not None and int(kept[SERVER_ROUND]) == wanted
+    if dropped:
+        for key in (KEPT_ROUND, KEPT_ARRAYS, KEPT_METRICS):
+            del context.state[key]
+    return Message(RecordDict({"info": MetricRecord({"dropped": int(dropped)})}), reply_to=msg)
 
 
 def train_with_statistics(msg: Message, context: Context, model: torch.nn.Module,

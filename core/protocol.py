@@ -15,8 +15,11 @@ them, firing statistics (see ``docs/protocol.md``):
 
 A train config with ``two-phase = true`` asks the client to keep its trained weights and
 reply with the MetricRecord only; an ``UPLOAD`` message for the same ``server-round``
-then asks for the weights. A ``query`` message with a model asks for its ``loss`` on the
-local data (Power-of-Choice).
+then asks for the weights; a ``DISCARD`` message tells a candidate that was not chosen to
+drop them. A ``query`` message with a model asks for its ``loss`` on the local data
+(Power-of-Choice), or, when its config says ``query-statistics = true``, for the received
+model's firing statistics on the local data instead (``firing-before/``,
+``class-intensity-before``: one forward pass, no training; SFedCA's ``when = before``).
 
 A train reply may also carry a ConfigRecord ``executor`` saying where the update ran:
 ``host`` (the Ray node id inside a Ray simulation, else the host name) and ``device``
@@ -40,9 +43,11 @@ EXECUTOR = "executor"  # train reply ConfigRecord: where the update ran (host, d
 SERVER_ROUND = "server-round"  # train/evaluate config: the round being run
 TWO_PHASE_KEY = "two-phase"  # train config: reply with metrics only, keep the weights for the upload
 FAULT_KEY = "fault"  # train config: the fault a client is told to inject (empty = behave)
-MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY)  # config keys the server adds to the run config
+QUERY_STATISTICS = "query-statistics"  # query config: reply with the model's firing statistics, not its loss
+MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY, QUERY_STATISTICS)  # keys the server adds to the run config
 
 UPLOAD = f"{MessageType.TRAIN}.upload"  # second phase: a chosen client sends the weights it kept
+DISCARD = f"{MessageType.TRAIN}.discard"  # second phase: a candidate not chosen drops the weights it kept
 
 
 def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list[float]]:

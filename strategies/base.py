@@ -10,16 +10,22 @@ repeats exactly), else its node id. Every train reply passes
 rejections are logged and counted by reason. The strategy's state
 (:attr:`SelectionStrategy.STATE`) goes into each round's checkpoint.
 
-A strategy with :attr:`SelectionStrategy.TWO_PHASE` runs each round in two phases: the
+A strategy with :attr:`SelectionStrategy.two_phase` runs each round in two phases: the
 clients it selected train and reply with their metrics only (the train config carries
 ``two-phase = true``; the ClientApp keeps the trained weights in its node state), then
 the server asks the ones :meth:`SelectionStrategy.choose_aggregated` picked for their
-weights with a ``train.upload`` message. Bytes sent and received (the serialised
-content of every message) and the clients' energy estimates are counted per round.
+weights with a ``train.upload`` message and tells the others to drop theirs
+(``train.discard``), in one exchange. Bytes sent and received (the serialised content of
+every message) and the clients' energy estimates are counted per round.
+
+A client whose message was not answered in time (a straggler) is busy until its late reply
+arrives: it is not asked again before (its late reply would write back a node state older
+than the new message's, and Flower runs a node's messages independently).
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +42,8 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, samp
 
 from core import faults
 from core.config import ConfigError, Key, RunConfig, above, at_least, check_range, share
-from core.protocol import COMPUTE_SECONDS, ENERGY_KEYS, EXECUTOR, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND, TWO_PHASE_KEY, UPLOAD
+from core.protocol import (COMPUTE_SECONDS, DISCARD, ENERGY_KEYS, EXECUTOR, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND,
+                           TWO_PHASE_KEY, UPLOAD)
 from core.validation import Rejection, check_statistics_reply, check_train_reply
 
 # Run-config keys every strategy reads (each strategy declares its own in its KEYS).
@@ -166,7 +173,7 @@ class SelectionStrategy(FedAvg):
     KEYS: dict[str, Key] = {}  # run-config keys of this strategy, named PREFIX + its keyword argument
     PREFIX = ""
     STATE: tuple[str, ...] = ()  # attributes that carry learned state across rounds (checkpointed)
-    TWO_PHASE = False  # True: selected clients reply with statistics; the chosen upload weights after
+    two_phase = False  # True: selected clients reply with statistics; the chosen upload weights after
 
     @classmethod
     def from_config(cls, cfg: RunConfig, clients: dict[int, ClientInfo]) -> SelectionStrategy:
@@ -194,6 +201,8 @@ class SelectionStrategy(FedAvg):
         self._sizes: dict[int, int] = {}  # without discovery: node id -> num-examples last reported
         self._said: set[str] = set()
         self._sent: list[ClientInfo] = []
+        self._train_messages: list[Message] = []
+        self._unanswered: dict[str, Message] = {}  # message id -> a sent message not answered in time
         self._global_arrays: ArrayRecord | None = None
         self._config: ConfigRecord | None = None
         self._grid: Grid | None = None
@@ -249,18 +258,41 @@ class SelectionStrategy(FedAvg):
         return ClientInfo(node_id, node_id, self._sizes.get(node_id, 1))
 
     def available(self, grid: Grid) -> list[ClientInfo]:
-        """Known clients whose nodes are connected (without discovery: every connected node,
-        once ``min_available_nodes`` are), in client-id order."""
+        """Known clients whose nodes are connected and not busy (:meth:`busy_nodes`; without
+        discovery: every connected node, once ``min_available_nodes`` are), in client-id order."""
+        busy = self.busy_nodes(grid)
         if self.clients is None:
             _, connected = sample_nodes(grid, self.min_available_nodes, 0)  # waits for them
-            return [self.client(n) for n in sorted(connected)]
-        connected = set(grid.get_node_ids())
+            return [self.client(n) for n in sorted(connected) if n not in busy]
+        connected = set(grid.get_node_ids()) - busy
         return sorted((c for n, c in self.clients.items() if n in connected), key=lambda c: c.partition_id)
 
-    def query(self, chosen: list[ClientInfo]) -> dict[int, MetricRecord]:
-        """Send the current global model to ``chosen`` as `query` messages; their
-        statistics on it (e.g. local loss), by client id. Failed replies are logged."""
-        messages = self._messages(self._global_arrays, self._config, chosen, MessageType.QUERY)
+    def busy_nodes(self, grid: Grid) -> set[int]:
+        """Nodes still working on a message that was not answered in time: late replies that
+        have arrived are pulled (and dropped: the round they belong to is over), messages past
+        their TTL are forgotten."""
+        if self._unanswered:
+            for reply in grid.pull_messages(list(self._unanswered)):
+                self._unanswered.pop(reply.metadata.reply_to_message_id, None)
+            now = time.time()
+            self._unanswered = {i: m for i, m in self._unanswered.items()
+                                if m.metadata.created_at + m.metadata.ttl > now}
+        busy = {m.metadata.dst_node_id for m in self._unanswered.values()}
+        if busy:
+            log(INFO, "%d clients still busy with an unanswered message: not asked now", len(busy))
+        return busy
+
+    def note_unanswered(self, sent: Iterable[Message], replies: Iterable[Message]) -> None:
+        """Remember the messages of ``sent`` that ``replies`` do not answer."""
+        answered = {r.metadata.reply_to_message_id for r in replies}
+        self._unanswered.update({m.metadata.message_id: m for m in sent if m.metadata.message_id not in answered})
+
+    def query(self, chosen: list[ClientInfo], **config: Any) -> dict[int, MetricRecord]:
+        """Send the current global model to ``chosen`` as `query` messages (the round's
+        config plus ``config``); their statistics on it (e.g. local loss), by client id.
+        Failed replies are logged."""
+        messages = self._messages(self._global_arrays, ConfigRecord({**self._config, **config}), chosen,
+                                  MessageType.QUERY)
         out = {}
         for reply in self.exchange(messages):
             client = self.client(reply.metadata.src_node_id)
@@ -279,6 +311,7 @@ class SelectionStrategy(FedAvg):
         self.record.downlink_bytes += message_bytes(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=self.timeout))
         self.record.uplink_bytes += message_bytes(replies)
+        self.note_unanswered(messages, replies)
         return replies
 
     def add_costs(self, metrics: Mapping[str, Any]) -> None:
@@ -322,10 +355,11 @@ class SelectionStrategy(FedAvg):
                                                  [c.partition_id for c in self._sent],
                                                  r.fault_crash, r.fault_straggle, r.fault_corrupt)
             log(INFO, "injected faults: %s", self.record.injected)
-        if self.TWO_PHASE:
+        if self.two_phase:
             config = ConfigRecord({**config, TWO_PHASE_KEY: True})
         messages = list(self._messages(arrays, config, self._sent, MessageType.TRAIN, self.record.injected))
         self.record.downlink_bytes += message_bytes(messages)
+        self._train_messages = messages  # Flower's start() sends them; their ids are set then
         return messages
 
     def reject(self, client: ClientInfo, rejection: Rejection) -> None:
@@ -360,19 +394,24 @@ class SelectionStrategy(FedAvg):
                 self.reject(client, Rejection("timeout", f"no reply within {self.timeout:g} s"))
         return valid
 
-    def collect_uploads(self, server_round: int, chosen: list[Message]) -> list[Message]:
+    def collect_uploads(self, server_round: int, chosen: list[Message], others: list[Message]) -> list[Message]:
         """Second phase: ask the clients of ``chosen`` (first-phase replies) for the weights
-        they kept; their valid uploads. A client that fails now costs only its own update.
-        A reply that already holds weights (a ClientApp that ignores ``two-phase``) is used as it is."""
+        they kept, and tell those of ``others`` (not chosen) to drop theirs; the valid uploads.
+        A client that fails now costs only its own update. A reply that already holds weights
+        (a ClientApp that ignores ``two-phase``) is used as it is."""
         uploaded = [m for m in chosen if m.content.array_records]
         if uploaded:
             self.say_once("two-phase", "ClientApps replied with their weights in the first phase (they ignore "
                           "'%s', docs/protocol.md): those are aggregated without an upload phase", TWO_PHASE_KEY)
         clients = [self.client(m.metadata.src_node_id) for m in chosen if not m.content.array_records]
-        if clients:
-            record = RecordDict({self.configrecord_key: ConfigRecord({SERVER_ROUND: server_round})})
-            replies = self.exchange(self._construct_messages(record, [c.node_id for c in clients], UPLOAD))
-            uploaded += self.valid_train_replies(replies, clients)
+        dropping = [m.metadata.src_node_id for m in others if not m.content.array_records]
+        record = RecordDict({self.configrecord_key: ConfigRecord({SERVER_ROUND: server_round})})
+        messages = [*self._construct_messages(record, [c.node_id for c in clients], UPLOAD),
+                    *self._construct_messages(record, dropping, DISCARD)]
+        if messages:
+            replies = self.exchange(messages)
+            uploads = [r for r in replies if r.metadata.message_type == UPLOAD]
+            uploaded += self.valid_train_replies(uploads, clients)
         return sorted(uploaded, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -383,7 +422,8 @@ class SelectionStrategy(FedAvg):
         replies = list(replies)
         self.record.client_updates = len(replies)
         self.record.uplink_bytes += message_bytes(replies)
-        trained = self.valid_train_replies(replies, self._sent, weights=None if self.TWO_PHASE else True)
+        self.note_unanswered(self._train_messages, replies)
+        trained = self.valid_train_replies(replies, self._sent, weights=None if self.two_phase else True)
         for msg in trained:
             self.add_costs(reply_metrics(msg))
             if EXECUTOR in msg.content.config_records:
@@ -391,8 +431,9 @@ class SelectionStrategy(FedAvg):
                 self.record.executors[self.client(msg.metadata.src_node_id).partition_id] = \
                     f"{where.get('host', '?')}/{where.get('device', '?')}"
         valid = self.choose_aggregated(server_round, trained)
-        if self.TWO_PHASE and valid:
-            valid = self.collect_uploads(server_round, valid)
+        if self.two_phase and trained:
+            chosen = {id(m) for m in valid}
+            valid = self.collect_uploads(server_round, valid, [m for m in trained if id(m) not in chosen])
         if len(valid) < self.reliability.min_valid_replies:
             log(WARNING, "round %d: %d valid replies, fewer than min-valid-replies=%d: the global "
                 "model stays as it was", server_round, len(valid), self.reliability.min_valid_replies)

@@ -36,9 +36,18 @@ SpikeFed's additions, each a run-config key:
   abstract's "aggregate the clients that contribute to a balanced global sample
   distribution" concrete; docs/experiments.md says which rule wins where.
 - ``sfedca-candidate-factor``: m = ceil(factor x k) candidates train (default 2).
-- Two phases per round (:attr:`SFedCA.TWO_PHASE`): the candidates train and reply with
+- Two phases per round (:attr:`SFedCA.two_phase`): the candidates train and reply with
   their statistics only; the chosen k upload their weights (the paper's communication
-  saving). Aggregation weights are FedAvg's (number of examples).
+  saving), the others drop theirs. Aggregation weights are FedAvg's (number of examples).
+- ``sfedca-when``: when the rule chooses. ``after`` (the default, the paper's): every
+  candidate trains, as above. ``before``: the candidates answer a query with the received
+  model's statistics on their data (one forward pass, no training) and only the k chosen
+  train, in one phase; the balance rule then works on the received model's rates (the
+  top-credit rule needs a trained model and is refused). ``cached``: no extra message;
+  candidates are scored on the statistics of their last participation (``after``
+  statistics, credits from their before/after pair), and those never seen are explored as
+  random would: of k candidates drawn at random, the unseen ones train, and the rule fills
+  the other places from the seen candidates.
 
 Removed: an earlier SpikeFed rule that kept credits across rounds (a moving average) to
 steer the candidate set. Measured on digits (50 clients, Dirichlet 0.1, 10 seeds, paired
@@ -58,15 +67,16 @@ from collections import Counter
 from itertools import combinations
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Message, MetricRecord
 
-from core.config import at_least, choice
-from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES
+from core.config import ConfigError, RunConfig, at_least, choice
+from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES, QUERY_STATISTICS
 from core.validation import Rejection
 from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
 
 STATISTICS = ("output", "class")
 RULES = ("balance", "top-credit")
+WHEN = ("after", "before", "cached")
 EXACT_SUBSETS = 20_000  # the balance rule searches every subset up to this many
 GREEDY_STEPS = 50  # beyond, its greedy search scores all candidates at most this often ...
 SHORTLIST = 4  # ... and in between, this many times as many rows as steps in the batch
@@ -142,6 +152,13 @@ def greedy_subset(p: np.ndarray, w: np.ndarray, k: int, steps: int = GREEDY_STEP
     return np.flatnonzero(~left).tolist()
 
 
+def check(cfg: RunConfig) -> None:
+    """The rule must have what it ranks by when it chooses."""
+    if cfg.strategy == "sfedca" and cfg.sfedca_when == "before" and cfg.sfedca_rule == "top-credit":
+        raise ConfigError("sfedca-rule='top-credit' with sfedca-when='before': credits need the trained model; "
+                          "accepted: sfedca-rule='balance' with 'before', or sfedca-when in after, cached")
+
+
 class SFedCA(SelectionStrategy):
     """Credit-assignment selection (see the module docstring for the rules and their sources).
 
@@ -155,43 +172,132 @@ class SFedCA(SelectionStrategy):
         ``output`` (output neurons' rates) or ``class`` (class-wise firing intensity).
     rule : str
         ``balance`` or ``top-credit``.
+    when : str
+        ``after`` (candidates train, then the rule chooses), ``before`` (the rule chooses on
+        the received model's statistics, only the chosen train) or ``cached`` (on the
+        statistics of each candidate's last participation).
     """
 
-    TWO_PHASE = True
     PREFIX = "sfedca-"
+    STATE = ("cache",)
     KEYS = {
         "sfedca-candidate-factor": at_least(2.0, 1),
         "sfedca-statistic": choice("output", STATISTICS),
         "sfedca-rule": choice("balance", RULES),
+        "sfedca-when": choice("after", WHEN),
     }
 
     def __init__(self, *, candidate_factor: float = 2.0, statistic: str = "output", rule: str = "balance",
-                 **kwargs) -> None:
+                 when: str = "after", **kwargs) -> None:
         super().__init__(**kwargs)
-        if statistic not in STATISTICS or rule not in RULES:
-            raise ValueError(f"statistic={statistic!r}, rule={rule!r}; accepted: statistic in "
-                             f"{', '.join(STATISTICS)}, rule in {', '.join(RULES)}")
+        if (statistic not in STATISTICS or rule not in RULES or when not in WHEN
+                or (when, rule) == ("before", "top-credit")):
+            raise ValueError(f"statistic={statistic!r}, rule={rule!r}, when={when!r}; accepted: statistic in "
+                             f"{', '.join(STATISTICS)}, rule in {', '.join(RULES)}, when in {', '.join(WHEN)} "
+                             "(not top-credit with before)")
         self.candidate_factor = candidate_factor
         self.statistic = statistic
         self.rule = rule
+        self.when = when
+        self.two_phase = when == "after"
+        # cached: partition id -> (before, after, num-examples) of its last valid train reply
+        self.cache: dict[int, tuple[list[float], list[float], int]] = {}
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
-        """m candidates drawn uniformly at random."""
+        """m candidates drawn uniformly at random; with ``when`` before or cached, the k of them the rule picks."""
         size = self.cohort_size(candidates, max(self.clients_per_round,
                                                 math.ceil(self.candidate_factor * self.clients_per_round)))
-        return self.sample(self.round_rng(server_round), candidates, size)
+        pool = self.sample(self.round_rng(server_round), candidates, size)
+        k = min(self.clients_per_round, len(pool))
+        if self.when == "after":
+            return pool
+        if self.when == "before":
+            answers = self.query(pool, **{QUERY_STATISTICS: True})
+            scored = {c.partition_id: (metrics, c) for c in pool if (metrics := answers.get(c.partition_id))}
+            picked = self.choose(server_round, scored, k)
+            return self.fill(server_round, picked, [c for c in pool if c not in picked], k)
+        # cached: the unseen among k drawn at random explore; the rule fills the rest from the seen
+        explored = [c for c in self.sample(self.round_rng(server_round, "explore"), pool, k)
+                    if c.partition_id not in self.cache]
+        seen = [c for c in pool if c.partition_id in self.cache]
+        picked = self.rank(server_round, seen, k - len(explored))
+        return self.fill(server_round, sorted(explored + picked, key=lambda c: c.partition_id),
+                         [c for c in pool if c not in explored and c not in picked], k)
 
-    def statistic_keys(self, keys: tuple[str, ...]) -> tuple[str, str] | None:
+    def fill(self, server_round: int, picked: list[ClientInfo], rest: list[ClientInfo], k: int) -> list[ClientInfo]:
+        """``picked``, and when fewer than k, random ones of ``rest`` in the places left (client-id order)."""
+        places = min(k - len(picked), len(rest))
+        if places > 0:
+            picked = picked + self.sample(self.round_rng(server_round, "fill"), rest, places)
+        return sorted(picked, key=lambda c: c.partition_id)
+
+    def rank(self, server_round: int, seen: list[ClientInfo], k: int) -> list[ClientInfo]:
+        """``k`` of the ``seen`` candidates chosen by the rule on their cached statistics."""
+        if k <= 0 or not seen:
+            return []
+        before, after, sizes = (np.asarray([self.cache[c.partition_id][i] for c in seen], dtype=float)
+                                for i in range(3))
+        return [seen[i] for i in self.apply_rule(seen, before, after, sizes, k)]
+
+    def apply_rule(self, clients: list[ClientInfo], before: np.ndarray | None, after: np.ndarray,
+                   sizes: np.ndarray, k: int) -> list[int]:
+        """Indices of the ``k`` rows the rule picks (``after``: the statistic it balances;
+        credits from ``before`` and ``after`` when given, recorded as the round's scores)."""
+        pids = [c.partition_id for c in clients]
+        self.record.scores = {} if before is None else dict(zip(pids, credits(before, after).tolist()))
+        if self.rule == "balance":
+            return balanced_subset(after, sizes, k)
+        return np.lexsort((pids, -credits(before, after)))[:k].tolist()  # ties: lower client id
+
+    def choose(self, server_round: int, scored: dict[int, tuple[MetricRecord, ClientInfo]], k: int
+               ) -> list[ClientInfo]:
+        """``when = before``: k of the clients that answered the statistics query, by the rule
+        on the received model's statistics (vectors of another length are left out)."""
+        rows = []
+        for metrics, client in scored.values():
+            pair = self.statistic_keys(tuple(metrics.keys()), phase="before")
+            if pair is None:
+                self.has_statistics(metrics, [self.wanted_keys()[0]], "they are not ranked; random candidates fill "
+                                    "the places left")
+                continue
+            rows.append((client, metrics[pair[0]], int(metrics.get(NUM_EXAMPLES, 1))))
+        length = Counter(len(r[1]) for r in rows).most_common(1)[0][0] if rows else 0
+        rows = [r for r in rows if len(r[1]) == length]
+        if not rows:
+            return []
+        picked = self.apply_rule([r[0] for r in rows], None, np.asarray([r[1] for r in rows], dtype=float),
+                                 np.asarray([r[2] for r in rows], dtype=float), min(k, len(rows)))
+        return [rows[i][0] for i in picked]
+
+    def wanted_keys(self) -> tuple[str, str]:
+        return (CLASS_BEFORE, CLASS_AFTER) if self.statistic == "class" else (FIRING_BEFORE, FIRING_AFTER)
+
+    def statistic_keys(self, keys: tuple[str, ...], phase: str = "both") -> tuple[str, str] | None:
         """The metric keys of the (before, after) vectors of the chosen statistic in a reply
-        with metric ``keys``, or None when it lacks them."""
+        with metric ``keys``, or None when it lacks them (``phase = before``: a query's
+        reply, the before vector's key twice)."""
         if self.statistic == "class":
-            return (CLASS_BEFORE, CLASS_AFTER) if CLASS_BEFORE in keys and CLASS_AFTER in keys else None
-        before = max((k for k in keys if k.startswith(FIRING_BEFORE)), default=None)  # the output layer
-        after = max((k for k in keys if k.startswith(FIRING_AFTER)), default=None)
+            before = CLASS_BEFORE if CLASS_BEFORE in keys else None
+            after = CLASS_AFTER if CLASS_AFTER in keys else None
+        else:
+            before = max((k for k in keys if k.startswith(FIRING_BEFORE)), default=None)  # the output layer
+            after = max((k for k in keys if k.startswith(FIRING_AFTER)), default=None)
+        if phase == "before":
+            after = before
         return None if before is None or after is None else (before, after)
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
-        """Credit every candidate; the rule picks the k to aggregate."""
+        """``when = after``: credit every candidate; the rule picks the k to aggregate.
+        Otherwise every valid reply is aggregated (the rule chose before training), and its
+        statistics are cached for the client's next candidacy."""
+        if not self.two_phase:
+            for msg in replies:
+                metrics = reply_metrics(msg)
+                pair = self.statistic_keys(tuple(metrics.keys()))
+                if pair is not None:
+                    self.cache[self.client(msg.metadata.src_node_id).partition_id] = (
+                        list(metrics[pair[0]]), list(metrics[pair[1]]), int(metrics[NUM_EXAMPLES]))
+            return replies
         usable, pids, before, after, sizes, without = [], [], [], [], [], []
         found = {}  # metric keys -> statistic_keys(): replies share their keys, each set is searched once
         for msg in replies:
@@ -201,8 +307,8 @@ class SFedCA(SelectionStrategy):
                 found[keys] = self.statistic_keys(keys)
             pair = found[keys]
             if pair is None:
-                wanted = [CLASS_BEFORE, CLASS_AFTER] if self.statistic == "class" else [FIRING_BEFORE, FIRING_AFTER]
-                self.has_statistics(metrics, wanted, "they are not credited; random candidates fill the places left")
+                self.has_statistics(metrics, self.wanted_keys(), "they are not credited; random candidates fill the "
+                                    "places left")
                 without.append(msg)
                 continue
             usable.append(msg)
@@ -219,14 +325,10 @@ class SFedCA(SelectionStrategy):
         self.record.scores = {}
         chosen = []
         if usable:
-            after = np.asarray(after, dtype=float)
-            round_credits = credits(before, after)
-            self.record.scores = dict(zip(pids, round_credits.tolist()))
             k = min(self.clients_per_round, len(usable))
-            if self.rule == "balance":
-                picked = balanced_subset(after, np.asarray(sizes, dtype=float), k)
-            else:
-                picked = np.lexsort((pids, -round_credits))[:k].tolist()  # ties: lower client id
+            clients = [self.client(m.metadata.src_node_id) for m in usable]
+            picked = self.apply_rule(clients, np.asarray(before, dtype=float), np.asarray(after, dtype=float),
+                                     np.asarray(sizes, dtype=float), k)
             chosen = [(pids[i], usable[i]) for i in picked]
         places = min(self.clients_per_round - len(chosen), len(without))
         if places > 0:

@@ -161,14 +161,14 @@ def test_a_run_with_crashing_straggling_and_corrupt_clients_completes(tmp_path, 
     for row in rows:
         injected, rejected = counts(row["injected_faults"]), counts(row["rejections"])
         assert injected == {"crash": 3, "straggle": 1, "corrupt": 1}, row
-        # Two phases: when the previous round's straggler finishes late, Flower writes back its
-        # older node state, so if it is chosen now its upload fails ("keeps round 1"): one more
-        # error, costing that client only.
-        errors = rejected.pop("error")
-        assert errors == 3 or (strategy == "sfedca" and row["round"] != "1" and errors == 4), row
+        # the crashes only: round 1's straggler is not asked again while it still works
+        # (strategies/base.py: busy_nodes), so no upload fails on an older node state
+        assert rejected.pop("error") == 3, row
         assert rejected.pop("timeout") == 1, row
         assert sum(rejected.values()) == 1, row  # the corrupt reply, under its reason
-        assert len(row["rejected_clients"].split()) == 2 + errors and int(row["client_updates"]) == 9
+        asked = len(row["rejected_clients"].split()) + len(row["selected_clients"].split())
+        assert len(row["rejected_clients"].split()) == 5 and int(row["client_updates"]) == asked - 1, row
+        assert asked == 10 or (row["round"] == "2" and asked == 9), row
         assert row["model_updated"] == "True" and math.isfinite(float(row["test_loss"]))
     final = torch.load(directory / "checkpoint.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v.float()).all() for v in final.values())

@@ -2,17 +2,23 @@
 random candidates, and the class-wise firing intensity on a real spiking network."""
 
 import logging
+import uuid
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from data import load_split
+from clients.replies import KEPT_ARRAYS
+from core.config import ConfigError
+from core.protocol import DISCARD, UPLOAD
+from data import load_split, split_of
+from models import get_workload
 from models.classify import recalibrate_batchnorm
 from models.firing import firing_statistics
 from models.spiking_cnn import SpikingCNN
 from strategies.base import ClientInfo
+from server.config import load_config
 from strategies.sfedca import GREEDY_STEPS, SFedCA, balanced_subset, credits, greedy_subset, imbalance, profiles
 from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, firing_metrics
 
@@ -184,3 +190,132 @@ def test_class_wise_firing_intensity_is_the_network_rate_on_each_class():
     neurons = {"net.lif1": 16 * 8 * 8, "net.lif2": 32 * 4 * 4, "net.lif_out": 10}
     network = sum(np.mean(only.rates[k]) * n for k, n in neurons.items()) / sum(neurons.values())
     assert stats.class_intensity[5] == pytest.approx(network, rel=1e-4)
+
+
+# --- when the rule chooses: after training (two phases), before it, or on cached statistics ---
+
+class LocalGrid:
+    """Flower's transport for a unit test: every message goes to SpikeFed's real ClientApp
+    in this process, one Context per node (node ids 1000 + partition id), an exception
+    becoming an error reply as Flower's runtime makes it; replies of ``held`` nodes come
+    only from a later ``pull_messages`` once they are no longer held (a straggler's late reply)."""
+
+    def __init__(self, cfg, held=()):
+        self.contexts = {1000 + i: Context(run_id=1, node_id=1000 + i, state=RecordDict(), run_config={},
+                                           node_config={"partition-id": i, "num-partitions": cfg.num_partitions})
+                         for i in range(cfg.num_partitions)}
+        self.held, self.late, self.log = set(held), [], []
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, timeout=None):
+        from clients.app import app
+
+        replies = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            try:
+                reply = app(msg, self.contexts[msg.metadata.dst_node_id])
+            except Exception as err:  # noqa: BLE001 - what Flower's runtime does with a ClientApp's exception
+                reply = Message(Error(code=0, reason=str(err)), reply_to=msg)
+            self.log.append((msg, reply))
+            (self.late if msg.metadata.dst_node_id in self.held else replies).append(reply)
+        return replies
+
+    def pull_messages(self, message_ids):
+        wanted = set(message_ids)
+        out = [r for r in self.late
+               if r.metadata.reply_to_message_id in wanted and r.metadata.src_node_id not in self.held]
+        self.late = [r for r in self.late if r not in out]
+        return out
+
+    def sent(self, kind):
+        return [(m, r) for m, r in self.log if m.metadata.message_type == kind]
+
+
+def federation(**keys):
+    cfg = load_config({"num-partitions": 8, "fraction-train": 0.25, "local-epochs": 1, "timesteps": 2,
+                       "strategy": "sfedca", **keys})
+    clients = {1000 + i: ClientInfo(1000 + i, i, 1) for i in range(cfg.num_partitions)}
+    model = get_workload(cfg.workload).initial_model(cfg, split_of(cfg).spec)
+    return cfg, SFedCA.from_config(cfg, clients), ArrayRecord(model.state_dict())
+
+
+def one_round(strategy, grid, cfg, arrays, server_round=1):
+    messages = strategy.configure_train(server_round, arrays, ConfigRecord(cfg.to_mapping()), grid)
+    return messages, strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+
+
+def energy(pairs):
+    return sum(next(iter(r.content.metric_records.values()))["energy-snn"] for _, r in pairs)
+
+
+def test_before_training_the_rule_chooses_on_the_received_models_statistics_and_only_the_chosen_train(task_identity):
+    cfg, strategy, arrays = federation(**{"sfedca-when": "before"})
+    grid = LocalGrid(cfg)
+    messages, (aggregated, _) = one_round(strategy, grid, cfg, arrays)
+    queries, trains = grid.sent(MessageType.QUERY), grid.sent(MessageType.TRAIN)
+    assert (len(queries), len(trains), len(grid.log)) == (4, 2, 6)  # m = 4 asked, k = 2 train, nothing else
+    assert all(m.content["config"]["query-statistics"] for m, _ in queries)
+    assert not any(m.content["config"].get("two-phase", False) for m in messages)
+    # the two that trained are the balance rule's pick over the received model's output rates
+    answers = {r.metadata.src_node_id - 1000: r.content["info"] for _, r in queries}
+    order = sorted(answers)
+    output = max(k for k in answers[order[0]] if k.startswith(FIRING_BEFORE))
+    assert not any(k.startswith(FIRING_AFTER) for k in answers[order[0]])  # no training behind a query
+    expected = [order[i] for i in balanced_subset(np.array([answers[p][output] for p in order]),
+                                                  np.array([answers[p]["num-examples"] for p in order]), 2)]
+    assert [m.metadata.dst_node_id - 1000 for m in messages] == expected
+    assert aggregated is not None and [c.partition_id for c in strategy.record.selected] == expected
+    assert strategy.record.energy["energy-snn"] == pytest.approx(energy(queries) + energy(trains))
+    assert energy(queries) > 0
+
+
+def test_top_credit_before_training_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="sfedca-rule='top-credit' with sfedca-when='before'.*accepted"):
+        load_config({"strategy": "sfedca", "sfedca-when": "before", "sfedca-rule": "top-credit"})
+
+
+def test_cached_candidates_are_ranked_on_their_last_statistics_and_the_unseen_explored_as_random_does():
+    clients = make_clients(8)
+    pool = sorted(clients.values(), key=lambda c: c.partition_id)
+    strategy = SFedCA(clients=clients, min_train_nodes=2, fraction_train=1e-6, seed=3, when="cached")
+    first = strategy.select(1, pool)  # nothing seen yet: k of the candidates at random
+    assert len(first) == 2 and set(first) <= set(strategy.sample(strategy.round_rng(1), pool, 4))
+    # every client seen: 0-3 hold class 0 only, 4-7 class 1 only; a balanced pair takes one of each
+    strategy.cache = {i: ([0.0, 0.0], [1.0, 0.0] if i < 4 else [0.0, 1.0], 10) for i in range(8)}
+    for server_round in range(2, 8):
+        chosen = strategy.select(server_round, pool)
+        candidates = strategy.sample(strategy.round_rng(server_round), pool, 4)
+        if len({c.partition_id < 4 for c in candidates}) == 2:
+            assert {c.partition_id < 4 for c in chosen} == {True, False}, server_round
+    # an unseen candidate drawn among random's k trains whatever the cached statistics say
+    del strategy.cache[5]
+    rounds = [r for r in range(2, 60) if 5 in [c.partition_id for c in strategy.sample(
+        strategy.round_rng(r, "explore"), strategy.sample(strategy.round_rng(r), pool, 4), 2)]]
+    assert rounds and all(5 in [c.partition_id for c in strategy.select(r, pool)] for r in rounds[:3])
+
+
+def test_the_candidates_not_chosen_drop_the_weights_they_kept(task_identity):
+    cfg, strategy, arrays = federation()
+    grid = LocalGrid(cfg)
+    _, (aggregated, _) = one_round(strategy, grid, cfg, arrays)
+    trained = {m.metadata.dst_node_id for m, _ in grid.sent(MessageType.TRAIN)}
+    uploads, discards = grid.sent(UPLOAD), grid.sent(DISCARD)
+    assert aggregated is not None and len(trained) == 4 and len(uploads) == 2
+    assert {m.metadata.dst_node_id for m, _ in discards} == trained - {m.metadata.dst_node_id for m, _ in uploads}
+    assert all(r.content["info"]["dropped"] == 1 for _, r in discards)
+    assert all(KEPT_ARRAYS not in grid.contexts[node].state for node in trained)  # nothing held after the round
+
+
+def test_a_straggler_is_not_asked_again_until_its_late_reply_has_arrived(task_identity):
+    cfg, strategy, arrays = federation(**{"fraction-train": 1.0})
+    grid = LocalGrid(cfg, held={1003})
+    one_round(strategy, grid, cfg, arrays, 1)
+    assert strategy.record.rejected[3].reason == "timeout"
+    second, _ = one_round(strategy, grid, cfg, arrays, 2)  # still working on round 1: not asked
+    assert 1003 not in {m.metadata.dst_node_id for m in second} and len(second) == 7
+    grid.held.clear()  # its round-1 reply arrives
+    third, _ = one_round(strategy, grid, cfg, arrays, 3)
+    assert 1003 in {m.metadata.dst_node_id for m in third} and not strategy._unanswered

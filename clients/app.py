@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import time
 
+import numpy as np
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.replies import discard_reply, query_reply, statistics_metrics, train_reply, upload_reply
-from core import faults
+from core import faults, privacy
 from core.config import RunConfig
 from core.protocol import COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, QUERY_STATISTICS, SERVER_ROUND
 from data import client_test_data, client_train_data, split_of
@@ -82,6 +83,11 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, metrics
 
 
+def noise_rng(cfg: RunConfig, msg: Message, pid: int, kind: str) -> np.random.Generator:
+    """The generator of a reply's privacy noise: one per (run seed, round, client, reply kind)."""
+    return np.random.default_rng([cfg.seed, int(msg.content["config"][SERVER_ROUND]), pid, kind == "query"])
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Report this node's partition id, its node-config num-partitions and data size;
@@ -100,6 +106,8 @@ def query(msg: Message, context: Context) -> Message:
             if msg.content["config"].get(QUERY_STATISTICS, False):
                 num_classes = split_of(cfg).spec.num_classes
                 info.update(statistics_metrics(workload.firing_statistics(model, data, cfg, num_classes)))
+                if privacy.enabled(cfg):
+                    info = privacy.private_statistics(info, cfg, "query", noise_rng(cfg, msg, pid, "query"))
             else:
                 info.update(workload.evaluate(model, data, cfg))
             info.update(workload.energy(model, data, cfg, train_samples=0, inference_samples=len(data[1])))
@@ -116,6 +124,8 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(msg.content["config"][SERVER_ROUND])
     model = _global_model(msg, cfg)
     arrays, metrics = local_update(cfg, pid, model, server_round)
+    if privacy.enabled(cfg):
+        metrics = privacy.private_statistics(metrics, cfg, "train", noise_rng(cfg, msg, pid, "train"))
     if fault.startswith("corrupt:"):
         faults.corrupt(fault, arrays, metrics)
     return train_reply(msg, context, arrays, metrics, model_device(model))

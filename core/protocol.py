@@ -54,3 +54,14 @@ def firing_metrics(prefix: str, rates: dict[str, list[float]]) -> dict[str, list
     """Metric entries ``<prefix><depth>/<layer>``: records travel with sorted keys, so the
     two-digit depth keeps the layers' order (the last is the output layer)."""
     return {f"{prefix}{i:02d}/{name}": rates[name] for i, name in enumerate(rates)}
+
+
+def statistic_keys(keys: tuple[str, ...], statistic: str) -> dict[str, str]:
+    """The metric keys, among ``keys``, of SFedCA's statistic (``output``: the output layer's
+    rates, the deepest ``firing-*`` entry; ``class``: the class-wise intensity), by phase
+    (``before``, ``after``); a phase the reply lacks is absent."""
+    if statistic == "class":
+        return {p: k for p, k in (("before", CLASS_BEFORE), ("after", CLASS_AFTER)) if k in keys}
+    found = {p: max((k for k in keys if k.startswith(prefix)), default=None)
+             for p, prefix in (("before", FIRING_BEFORE), ("after", FIRING_AFTER))}
+    return {p: k for p, k in found.items() if k}

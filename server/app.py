@@ -116,6 +116,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "client_seconds": round(record.compute_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
             "seconds": round(time.perf_counter() - last, 3),
+            "dp_statistics_epsilon": "" if record.statistics_epsilon is None else f"{record.statistics_epsilon:.6g}",
         })
         results.checkpoint(server_round, arrays, strategy.state_dict())
         last = time.perf_counter()

@@ -124,6 +124,7 @@ class RoundRecord:
     energy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ENERGY_KEYS, 0.0))  # of valid replies
     compute_seconds: float = 0.0  # the clients' own timing of their local work, valid replies summed
     executors: dict[int, str] = field(default_factory=dict)  # partition id -> "host/device" its update ran on
+    statistics_epsilon: float | None = None  # SFedCA under local DP: the largest epsilon a client has spent
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
 

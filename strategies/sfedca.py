@@ -65,12 +65,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from flwr.app import Message, MetricRecord
 
-from core.config import ConfigError, RunConfig, at_least, choice
-from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES, QUERY_STATISTICS
+from core import privacy
+from core.config import ConfigError, RunConfig, above, at_least, choice
+from core.protocol import (CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES, QUERY_STATISTICS,
+                           statistic_keys)
 from core.validation import Rejection
 from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
 
@@ -153,10 +156,13 @@ def greedy_subset(p: np.ndarray, w: np.ndarray, k: int, steps: int = GREEDY_STEP
 
 
 def check(cfg: RunConfig) -> None:
-    """The rule must have what it ranks by when it chooses."""
+    """The rule must have what it ranks by when it chooses; privacy keys need SFedCA."""
     if cfg.strategy == "sfedca" and cfg.sfedca_when == "before" and cfg.sfedca_rule == "top-credit":
         raise ConfigError("sfedca-rule='top-credit' with sfedca-when='before': credits need the trained model; "
                           "accepted: sfedca-rule='balance' with 'before', or sfedca-when in after, cached")
+    if cfg.strategy != "sfedca" and math.isfinite(cfg.sfedca_dp_epsilon):
+        raise ConfigError(f"sfedca-dp-epsilon={cfg.sfedca_dp_epsilon:g} with strategy={cfg.strategy!r}: only SFedCA "
+                          "asks for statistics; accepted: strategy='sfedca', or sfedca-dp-epsilon=inf (off)")
 
 
 class SFedCA(SelectionStrategy):
@@ -176,32 +182,43 @@ class SFedCA(SelectionStrategy):
         ``after`` (candidates train, then the rule chooses), ``before`` (the rule chooses on
         the received model's statistics, only the chosen train) or ``cached`` (on the
         statistics of each candidate's last participation).
+    dp_epsilon, dp_delta : float
+        Local DP of the statistics (:mod:`core.privacy`; the clients add the noise): each
+        client's releases in a round compose to (dp_epsilon, dp_delta); ``inf``: off. The
+        strategy counts each client's releases and records the largest epsilon spent.
     """
 
     PREFIX = "sfedca-"
-    STATE = ("cache",)
+    STATE = ("cache", "releases")
     KEYS = {
         "sfedca-candidate-factor": at_least(2.0, 1),
         "sfedca-statistic": choice("output", STATISTICS),
         "sfedca-rule": choice("balance", RULES),
         "sfedca-when": choice("after", WHEN),
+        "sfedca-dp-epsilon": above(math.inf, 0),
+        "sfedca-dp-delta": above(1e-5, 0, 0.1),
     }
 
     def __init__(self, *, candidate_factor: float = 2.0, statistic: str = "output", rule: str = "balance",
-                 when: str = "after", **kwargs) -> None:
+                 when: str = "after", dp_epsilon: float = math.inf, dp_delta: float = 1e-5, **kwargs) -> None:
         super().__init__(**kwargs)
         if (statistic not in STATISTICS or rule not in RULES or when not in WHEN
-                or (when, rule) == ("before", "top-credit")):
-            raise ValueError(f"statistic={statistic!r}, rule={rule!r}, when={when!r}; accepted: statistic in "
-                             f"{', '.join(STATISTICS)}, rule in {', '.join(RULES)}, when in {', '.join(WHEN)} "
-                             "(not top-credit with before)")
+                or (when, rule) == ("before", "top-credit") or not dp_epsilon > 0 or not 0 < dp_delta < 1):
+            raise ValueError(f"statistic={statistic!r}, rule={rule!r}, when={when!r}, dp_epsilon={dp_epsilon!r}, "
+                             f"dp_delta={dp_delta!r}; accepted: statistic in {', '.join(STATISTICS)}, rule in "
+                             f"{', '.join(RULES)}, when in {', '.join(WHEN)} (not top-credit with before), "
+                             "dp_epsilon > 0, 0 < dp_delta < 1")
         self.candidate_factor = candidate_factor
         self.statistic = statistic
         self.rule = rule
         self.when = when
         self.two_phase = when == "after"
-        # cached: partition id -> (before, after, num-examples) of its last valid train reply
-        self.cache: dict[int, tuple[list[float], list[float], int]] = {}
+        self.privacy = {"strategy": "sfedca", "sfedca-rule": rule, "sfedca-when": when,
+                        "sfedca-dp-epsilon": dp_epsilon, "sfedca-dp-delta": dp_delta}
+        # cached: partition id -> (before or None, after, num-examples) of its last valid train reply
+        self.cache: dict[int, tuple[list[float] | None, list[float], int]] = {}
+        self.releases: dict[int, int] = {}  # partition id -> statistic vectors it released (under DP)
+        self._keys: dict[tuple[str, ...], dict[str, str]] = {}  # metric keys -> statistic_keys(), each set once
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         """m candidates drawn uniformly at random; with ``when`` before or cached, the k of them the rule picks."""
@@ -213,16 +230,17 @@ class SFedCA(SelectionStrategy):
             return pool
         if self.when == "before":
             answers = self.query(pool, **{QUERY_STATISTICS: True})
-            scored = {c.partition_id: (metrics, c) for c in pool if (metrics := answers.get(c.partition_id))}
-            picked = self.choose(server_round, scored, k)
+            self.account(list(answers), "query")
+            rows = self.rows([(c.partition_id, c, answers[c.partition_id]) for c in pool if c.partition_id in answers],
+                             ("before",))
+            picked, _ = self.pick(rows, k)
             return self.fill(server_round, picked, [c for c in pool if c not in picked], k)
         # cached: the unseen among k drawn at random explore; the rule fills the rest from the seen
         explored = [c for c in self.sample(self.round_rng(server_round, "explore"), pool, k)
                     if c.partition_id not in self.cache]
-        seen = [c for c in pool if c.partition_id in self.cache]
-        picked = self.rank(server_round, seen, k - len(explored))
-        return self.fill(server_round, sorted(explored + picked, key=lambda c: c.partition_id),
-                         [c for c in pool if c not in explored and c not in picked], k)
+        seen = [(c.partition_id, c, *self.cache[c.partition_id]) for c in pool if c.partition_id in self.cache]
+        picked, _ = self.pick(seen, k - len(explored))
+        return self.fill(server_round, explored + picked, [c for c in pool if c not in explored and c not in picked], k)
 
     def fill(self, server_round: int, picked: list[ClientInfo], rest: list[ClientInfo], k: int) -> list[ClientInfo]:
         """``picked``, and when fewer than k, random ones of ``rest`` in the places left (client-id order)."""
@@ -231,105 +249,84 @@ class SFedCA(SelectionStrategy):
             picked = picked + self.sample(self.round_rng(server_round, "fill"), rest, places)
         return sorted(picked, key=lambda c: c.partition_id)
 
-    def rank(self, server_round: int, seen: list[ClientInfo], k: int) -> list[ClientInfo]:
-        """``k`` of the ``seen`` candidates chosen by the rule on their cached statistics."""
-        if k <= 0 or not seen:
-            return []
-        before, after, sizes = (np.asarray([self.cache[c.partition_id][i] for c in seen], dtype=float)
-                                for i in range(3))
-        return [seen[i] for i in self.apply_rule(seen, before, after, sizes, k)]
+    def needs(self) -> tuple[str, ...]:
+        """The phases of the statistic the rule ranks by (the last one is balanced)."""
+        return ("before", "after") if self.rule == "top-credit" else ("after",)
 
-    def apply_rule(self, clients: list[ClientInfo], before: np.ndarray | None, after: np.ndarray,
-                   sizes: np.ndarray, k: int) -> list[int]:
-        """Indices of the ``k`` rows the rule picks (``after``: the statistic it balances;
-        credits from ``before`` and ``after`` when given, recorded as the round's scores)."""
-        pids = [c.partition_id for c in clients]
-        self.record.scores = {} if before is None else dict(zip(pids, credits(before, after).tolist()))
-        if self.rule == "balance":
-            return balanced_subset(after, sizes, k)
-        return np.lexsort((pids, -credits(before, after)))[:k].tolist()  # ties: lower client id
-
-    def choose(self, server_round: int, scored: dict[int, tuple[MetricRecord, ClientInfo]], k: int
-               ) -> list[ClientInfo]:
-        """``when = before``: k of the clients that answered the statistics query, by the rule
-        on the received model's statistics (vectors of another length are left out)."""
-        rows = []
-        for metrics, client in scored.values():
-            pair = self.statistic_keys(tuple(metrics.keys()), phase="before")
-            if pair is None:
-                self.has_statistics(metrics, [self.wanted_keys()[0]], "they are not ranked; random candidates fill "
-                                    "the places left")
+    def rows(self, replies: list[tuple[int, Any, MetricRecord]], needs: tuple[str, ...]) -> list[tuple]:
+        """(partition id, item, before vector or None, the vector ranked, num-examples) of each
+        reply that holds what the rule ``needs``; the first one lacking it is said once."""
+        out = []
+        for pid, item, metrics in replies:
+            keys = tuple(metrics.keys())
+            if keys not in self._keys:
+                self._keys[keys] = statistic_keys(keys, self.statistic)
+            found = self._keys[keys]
+            if any(phase not in found for phase in needs):
+                prefixes = dict(zip(("before", "after"), self.wanted_keys()))
+                self.has_statistics(metrics, [prefixes[p] for p in needs], "they are not ranked; random candidates "
+                                    "fill the places left")
                 continue
-            rows.append((client, metrics[pair[0]], int(metrics.get(NUM_EXAMPLES, 1))))
-        length = Counter(len(r[1]) for r in rows).most_common(1)[0][0] if rows else 0
-        rows = [r for r in rows if len(r[1]) == length]
-        if not rows:
-            return []
-        picked = self.apply_rule([r[0] for r in rows], None, np.asarray([r[1] for r in rows], dtype=float),
-                                 np.asarray([r[2] for r in rows], dtype=float), min(k, len(rows)))
-        return [rows[i][0] for i in picked]
+            out.append((pid, item, metrics[found["before"]] if "before" in found else None, metrics[found[needs[-1]]],
+                        int(metrics[NUM_EXAMPLES])))
+        return out
+
+    def pick(self, rows: list[tuple], k: int) -> tuple[list, list]:
+        """The items of the ``k`` rows (see :meth:`rows`) the rule picks, and the rows left
+        out because their vectors have another length than most. Credits, when every row
+        has its before vector, become the round's scores."""
+        length = Counter(len(r[3]) for r in rows).most_common(1)[0][0] if rows else 0
+        odd = [r for r in rows if len(r[3]) != length or (r[2] is not None and len(r[2]) != length)]
+        rows = [r for r in rows if len(r[3]) == length and (r[2] is None or len(r[2]) == length)]
+        self.record.scores = {}
+        if not rows or k <= 0:
+            return [], odd
+        pids = [r[0] for r in rows]
+        ranked = np.asarray([r[3] for r in rows], dtype=float)
+        before = np.asarray([r[2] for r in rows], dtype=float) if all(r[2] is not None for r in rows) else None
+        if before is not None:
+            self.record.scores = dict(zip(pids, credits(before, ranked).tolist()))
+        if self.rule == "balance":
+            picked = balanced_subset(ranked, np.asarray([r[4] for r in rows], dtype=float), min(k, len(rows)))
+        else:
+            picked = np.lexsort((pids, -credits(before, ranked)))[:k].tolist()  # ties: lower client id
+        return [rows[i][1] for i in picked], odd
+
+    def account(self, pids: list[int], kind: str) -> None:
+        """Count the statistic vectors the clients ``pids`` released in replies of ``kind``
+        (under DP) and record the largest epsilon any client has spent."""
+        if not privacy.enabled(self.privacy):
+            return
+        for pid in pids:
+            self.releases[pid] = self.releases.get(pid, 0) + len(privacy.released(self.privacy, kind))
+        if self.releases:
+            epsilon, delta = self.privacy["sfedca-dp-epsilon"], self.privacy["sfedca-dp-delta"]
+            noise = privacy.noise_multiplier(epsilon, delta, privacy.releases_per_round(self.privacy))
+            self.record.statistics_epsilon = privacy.epsilon_spent(noise, delta, max(self.releases.values()))
 
     def wanted_keys(self) -> tuple[str, str]:
         return (CLASS_BEFORE, CLASS_AFTER) if self.statistic == "class" else (FIRING_BEFORE, FIRING_AFTER)
 
-    def statistic_keys(self, keys: tuple[str, ...], phase: str = "both") -> tuple[str, str] | None:
-        """The metric keys of the (before, after) vectors of the chosen statistic in a reply
-        with metric ``keys``, or None when it lacks them (``phase = before``: a query's
-        reply, the before vector's key twice)."""
-        if self.statistic == "class":
-            before = CLASS_BEFORE if CLASS_BEFORE in keys else None
-            after = CLASS_AFTER if CLASS_AFTER in keys else None
-        else:
-            before = max((k for k in keys if k.startswith(FIRING_BEFORE)), default=None)  # the output layer
-            after = max((k for k in keys if k.startswith(FIRING_AFTER)), default=None)
-        if phase == "before":
-            after = before
-        return None if before is None or after is None else (before, after)
-
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
-        """``when = after``: credit every candidate; the rule picks the k to aggregate.
-        Otherwise every valid reply is aggregated (the rule chose before training), and its
-        statistics are cached for the client's next candidacy."""
-        if not self.two_phase:
-            for msg in replies:
-                metrics = reply_metrics(msg)
-                pair = self.statistic_keys(tuple(metrics.keys()))
-                if pair is not None:
-                    self.cache[self.client(msg.metadata.src_node_id).partition_id] = (
-                        list(metrics[pair[0]]), list(metrics[pair[1]]), int(metrics[NUM_EXAMPLES]))
+        """``when = after``: the rule picks the k candidates to aggregate. Otherwise every
+        valid reply is aggregated (the rule chose before training), and its statistics are
+        cached for the client's next candidacy."""
+        pids = [self.client(m.metadata.src_node_id).partition_id for m in replies]
+        self.account(pids, "train")
+        if self.when == "before":
             return replies
-        usable, pids, before, after, sizes, without = [], [], [], [], [], []
-        found = {}  # metric keys -> statistic_keys(): replies share their keys, each set is searched once
-        for msg in replies:
-            metrics = reply_metrics(msg)
-            keys = tuple(metrics.keys())
-            if keys not in found:
-                found[keys] = self.statistic_keys(keys)
-            pair = found[keys]
-            if pair is None:
-                self.has_statistics(metrics, self.wanted_keys(), "they are not credited; random candidates fill the "
-                                    "places left")
-                without.append(msg)
-                continue
-            usable.append(msg)
-            pids.append(self.client(msg.metadata.src_node_id).partition_id)
-            before.append(metrics[pair[0]])
-            after.append(metrics[pair[1]])
-            sizes.append(metrics[NUM_EXAMPLES])
-        length = Counter(map(len, after)).most_common(1)[0][0] if usable else 0
-        for i in reversed(range(len(usable))):  # a vector of another length cannot be compared
-            if len(before[i]) != length or len(after[i]) != length:
-                self.reject(self.client(usable[i].metadata.src_node_id), Rejection(
-                    "firing-rate", f"statistic of length {len(after[i])}, the others have {length}"))
-                del usable[i], pids[i], before[i], after[i], sizes[i]
-        self.record.scores = {}
-        chosen = []
-        if usable:
-            k = min(self.clients_per_round, len(usable))
-            clients = [self.client(m.metadata.src_node_id) for m in usable]
-            picked = self.apply_rule(clients, np.asarray(before, dtype=float), np.asarray(after, dtype=float),
-                                     np.asarray(sizes, dtype=float), k)
-            chosen = [(pids[i], usable[i]) for i in picked]
+        rows = self.rows([(pid, m, reply_metrics(m)) for pid, m in zip(pids, replies)], self.needs())
+        if self.when == "cached":
+            self.cache.update({r[0]: (None if r[2] is None else list(r[2]), list(r[3]), r[4]) for r in rows})
+            return replies
+        k = min(self.clients_per_round, len(rows))
+        picked, odd = self.pick(rows, k)
+        for row in odd:  # a vector of another length cannot be compared
+            self.reject(self.client(row[1].metadata.src_node_id), Rejection(
+                "firing-rate", f"statistic of length {len(row[3])}, the others differ"))
+        chosen = [(self.client(m.metadata.src_node_id).partition_id, m) for m in picked]
+        ranked = {id(r[1]) for r in rows}
+        without = [m for m in replies if id(m) not in ranked]
         places = min(self.clients_per_round - len(chosen), len(without))
         if places > 0:
             chosen += [(self.client(m.metadata.src_node_id).partition_id, m)

@@ -3,6 +3,7 @@ random candidates, and the class-wise firing intensity on a real spiking network
 
 import logging
 import uuid
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -319,3 +320,24 @@ def test_a_straggler_is_not_asked_again_until_its_late_reply_has_arrived(task_id
     grid.held.clear()  # its round-1 reply arrives
     third, _ = one_round(strategy, grid, cfg, arrays, 3)
     assert 1003 in {m.metadata.dst_node_id for m in third} and not strategy._unanswered
+
+
+def test_under_dp_clients_send_only_the_noisy_statistic_and_rounds_record_the_largest_epsilon_spent(task_identity):
+    from core import privacy
+
+    cfg, strategy, arrays = federation(**{"sfedca-dp-epsilon": 4.0})
+    grid = LocalGrid(cfg)
+    spent = []
+    for server_round in (1, 2, 3):
+        _, (aggregated, _) = one_round(strategy, grid, cfg, arrays, server_round)
+        assert aggregated is not None
+        spent.append(strategy.record.statistics_epsilon)
+    first_phase = [r for m, r in grid.sent(MessageType.TRAIN)]
+    for reply in first_phase:
+        rates = [k for k in reply.content["metrics"] if k.startswith(("firing", "class"))]
+        assert len(rates) == 1 and rates[0].startswith(FIRING_AFTER)  # the output layer's, nothing else
+    asked = Counter(m.metadata.dst_node_id for m, _ in grid.sent(MessageType.TRAIN))
+    noise = privacy.noise_multiplier(4.0, 1e-5, 1)
+    assert spent[0] == pytest.approx(privacy.epsilon_spent(noise, 1e-5, 1)) and spent[0] <= 4.0
+    assert spent[-1] == pytest.approx(privacy.epsilon_spent(noise, 1e-5, max(asked.values())))
+    assert spent == sorted(spent)

@@ -16,13 +16,14 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.replies import discard_reply, query_reply, statistics_metrics, train_reply, upload_reply
 from core import faults, privacy
 from core.config import RunConfig
-from core.protocol import COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, QUERY_STATISTICS, SERVER_ROUND
+from core.protocol import (CLIPPING_NORM, COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, QUERY_STATISTICS,
+                           SERVER_ROUND)
 from data import client_test_data, client_train_data, split_of
 from models import get_workload
 from models.device import model_device
@@ -124,6 +125,9 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(msg.content["config"][SERVER_ROUND])
     model = _global_model(msg, cfg)
     arrays, metrics = local_update(cfg, pid, model, server_round)
+    if CLIPPING_NORM in msg.content["config"]:  # Flower's client-side DP: clip what is kept or sent
+        norm = float(msg.content["config"][CLIPPING_NORM])
+        arrays = privacy.clip_update(ArrayRecord(arrays), msg.content["arrays"], norm).to_torch_state_dict()
     if privacy.enabled(cfg):
         metrics = privacy.private_statistics(metrics, cfg, "train", noise_rng(cfg, msg, pid, "train"))
     if fault.startswith("corrupt:"):

@@ -1,5 +1,7 @@
-"""Local differential privacy for the firing statistics a client sends SFedCA
-(``sfedca-dp-epsilon``, off at ``inf``, the default).
+"""Differential privacy in SpikeFed: the clipping of a model update (Flower's FlatClip,
+for its fixed-clipping DP wrappers, :mod:`strategies.privacy`), and local differential
+privacy for the firing statistics a client sends SFedCA (``sfedca-dp-epsilon``, off at
+``inf``, the default).
 
 Each client releases only the statistic vectors SFedCA's rule reads (every other firing
 list is left out of the reply): normalised to sum 1 (a distribution over classes: two
@@ -23,6 +25,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from flwr.app import Array, ArrayRecord
+from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update
 from flwr.supercore.privacy_accounting import (GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig,
                                                SamplingMethod)
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
@@ -92,3 +96,30 @@ def private_statistics(metrics: Mapping[str, Any], cfg: Mapping[str, Any], kind:
             out[keys[phase]] = privatise(metrics[keys[phase]], noise, rng)
     return out
 
+
+
+def floating(reference: ArrayRecord) -> list[str]:
+    """The keys of ``reference``'s floating-point arrays: the model update a DP release
+    covers (an integer buffer such as BatchNorm's step count is not data)."""
+    return [k for k in reference if np.issubdtype(reference[k].numpy().dtype, np.floating)]
+
+
+def clip_update(arrays: ArrayRecord, reference: ArrayRecord, clipping_norm: float) -> ArrayRecord:
+    """``arrays`` with their update from ``reference`` clipped to ``clipping_norm`` (L2 over
+    every floating-point array together: Flower's compute_clip_model_update); integer
+    buffers take the reference's values."""
+    keys = floating(reference)
+    params = [arrays[k].numpy().copy() for k in keys]
+    compute_clip_model_update(params, [reference[k].numpy() for k in keys], clipping_norm)
+    clipped = dict(zip(keys, params))
+    return ArrayRecord({k: Array(np.asarray(clipped[k])) if k in clipped else reference[k] for k in reference})
+
+
+def add_noise(arrays: ArrayRecord, std: float) -> ArrayRecord:
+    """``arrays`` plus Gaussian noise of ``std`` on every floating-point array (Flower's
+    add_gaussian_noise_inplace, which draws from numpy's global generator)."""
+    keys = floating(arrays)
+    params = [arrays[k].numpy().copy() for k in keys]
+    add_gaussian_noise_inplace(params, std)
+    noisy = dict(zip(keys, params))
+    return ArrayRecord({k: Array(np.asarray(noisy[k])) if k in noisy else arrays[k] for k in arrays})

@@ -44,7 +44,8 @@ SERVER_ROUND = "server-round"  # train/evaluate config: the round being run
 TWO_PHASE_KEY = "two-phase"  # train config: reply with metrics only, keep the weights for the upload
 FAULT_KEY = "fault"  # train config: the fault a client is told to inject (empty = behave)
 QUERY_STATISTICS = "query-statistics"  # query config: reply with the model's firing statistics, not its loss
-MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY, QUERY_STATISTICS)  # keys the server adds to the run config
+CLIPPING_NORM = "clipping_norm"  # train config (Flower's client-side DP): clip the update to this L2 norm
+MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY, QUERY_STATISTICS, CLIPPING_NORM)  # server-added config keys
 
 UPLOAD = f"{MessageType.TRAIN}.upload"  # second phase: a chosen client sends the weights it kept
 DISCARD = f"{MessageType.TRAIN}.discard"  # second phase: a candidate not chosen drops the weights it kept

@@ -23,7 +23,7 @@ from models import get_workload
 from server.config import ConfigError, RunConfig, load_config
 from server.discovery import discover_clients
 from server.results import RunResults, load_checkpoint, run_dir, set_rng_states
-from strategies import STRATEGIES
+from strategies import STRATEGIES, privacy
 
 # Ray's driver warns on every start that a future Ray will stop hiding GPUs from actors with
 # num_gpus=0; nothing a user does here changes that, and SpikeFed's clients ask for GPUs by num-gpus.
@@ -50,7 +50,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     log(INFO, "%d partitions of %s, sizes %d..%d", len(sizes), cfg.dataset, min(sizes), max(sizes))
 
     clients = discover_clients(grid, cfg)
-    strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
+    strategy = privacy.wrap(STRATEGIES[cfg.strategy].from_config(cfg, clients), cfg)
     model = workload.initial_model(cfg, split.spec)
     done = 0
     if cfg.resume:
@@ -116,7 +116,8 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "client_seconds": round(record.compute_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
             "seconds": round(time.perf_counter() - last, 3),
-            "dp_statistics_epsilon": "" if record.statistics_epsilon is None else f"{record.statistics_epsilon:.6g}",
+            **{f"dp_{kind}_epsilon": "" if value is None else f"{value:.6g}"
+               for kind, value in (("statistics", record.statistics_epsilon), ("model", record.model_epsilon))},
         })
         results.checkpoint(server_round, arrays, strategy.state_dict())
         last = time.perf_counter()

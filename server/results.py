@@ -21,7 +21,7 @@ COLUMNS = [
     "injected_faults", "model_updated", "scores", "test_accuracy", "test_loss", "test_mse", "student_accuracy",
     "train_loss", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j",
     "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "client_seconds", "eval_seconds", "seconds",
-    "dp_statistics_epsilon",
+    "dp_statistics_epsilon", "dp_model_epsilon",
 ]
 CHECKPOINT = "checkpoint.pt"
 # keys a resumed run may change: where it is written, how long it runs, that it resumes

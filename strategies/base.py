@@ -41,7 +41,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, sample_nodes
 
 from core import faults
-from core.config import ConfigError, Key, RunConfig, above, at_least, check_range, share
+from core.config import ConfigError, Key, RunConfig, above, at_least, check_range, choice, share
 from core.protocol import (COMPUTE_SECONDS, DISCARD, ENERGY_KEYS, EXECUTOR, FAULT_KEY, NUM_EXAMPLES, SERVER_ROUND,
                            TWO_PHASE_KEY, UPLOAD)
 from core.validation import Rejection, check_statistics_reply, check_train_reply
@@ -56,6 +56,11 @@ KEYS = {
     "fault-crash": share(0.0),
     "fault-straggle": share(0.0),
     "fault-corrupt": share(0.0),
+    # Flower's fixed-clipping DP around any strategy (strategies/privacy.py); 0: off
+    "dp-noise-multiplier": at_least(0.0, 0),
+    "dp-clipping-norm": above(1.0, 0),
+    "dp-clipping": choice("server", ("server", "client")),
+    "dp-delta": above(1e-5, 0, 0.1),
 }
 
 
@@ -125,6 +130,7 @@ class RoundRecord:
     compute_seconds: float = 0.0  # the clients' own timing of their local work, valid replies summed
     executors: dict[int, str] = field(default_factory=dict)  # partition id -> "host/device" its update ran on
     statistics_epsilon: float | None = None  # SFedCA under local DP: the largest epsilon a client has spent
+    model_epsilon: float | None = None  # under a DP wrapper: the epsilon the model releases have spent
     train_metrics: MetricRecord | None = None
     evaluate_metrics: MetricRecord | None = None
 
@@ -419,6 +425,11 @@ class SelectionStrategy(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the valid replies (sorted, so the weighted sum is reproducible); with
         fewer than ``min_valid_replies`` of them the global model stays as it was."""
+        return self.aggregate_updates(server_round, self.collect_updates(server_round, replies))
+
+    def collect_updates(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """The round's updates to aggregate: the valid train replies the strategy chooses
+        (two phases: their uploads), in client-id order. A DP wrapper clips these."""
         server_round += self.round_offset
         replies = list(replies)
         self.record.client_updates = len(replies)
@@ -435,13 +446,19 @@ class SelectionStrategy(FedAvg):
         if self.two_phase and trained:
             chosen = {id(m) for m in valid}
             valid = self.collect_uploads(server_round, valid, [m for m in trained if id(m) not in chosen])
-        if len(valid) < self.reliability.min_valid_replies:
+        return valid
+
+    def aggregate_updates(self, server_round: int, updates: list[Message]
+                          ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg over ``updates`` (:meth:`collect_updates`), or None when fewer than ``min_valid_replies``."""
+        server_round += self.round_offset
+        if len(updates) < self.reliability.min_valid_replies:
             log(WARNING, "round %d: %d valid replies, fewer than min-valid-replies=%d: the global "
-                "model stays as it was", server_round, len(valid), self.reliability.min_valid_replies)
+                "model stays as it was", server_round, len(updates), self.reliability.min_valid_replies)
             self.record.model_updated = False
             return None, None
-        self.record.selected = [self.client(m.metadata.src_node_id) for m in valid]
-        arrays, metrics = super().aggregate_train(server_round, valid)
+        self.record.selected = [self.client(m.metadata.src_node_id) for m in updates]
+        arrays, metrics = super().aggregate_train(server_round, updates)
         self.record.train_metrics = metrics
         # FedAvg's weighted mean turns integer buffers (BatchNorm's step count) into floats
         reference = self._global_arrays.to_torch_state_dict()

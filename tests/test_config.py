@@ -57,6 +57,7 @@ def test_bad_values_name_the_key(values, key, accepted):
         ("dirichlet-alpha=0", "dirichlet-alpha"),
         ("fraction-train=2", "fraction-train"),
         ("min-train-nodes=50", "min-train-nodes"),
+        ("sfedca-dp-epsilon=0", "sfedca-dp-epsilon"),
     ],
 )
 def test_cli_reports_bad_config_in_one_line(setting, key):

@@ -61,3 +61,41 @@ def test_bad_privacy_settings_are_one_line(sets, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(sets)
     assert "\n" not in str(err.value) and "accepted" in str(err.value)
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_flowers_fixed_clipping_around_two_phase_sfedca_clips_each_aggregated_update_and_sizes_the_noise_by_them(
+        task_identity, side):
+    from flwr.app import ConfigRecord, MessageType
+    from test_sfedca import LocalGrid, federation
+
+    from core.protocol import UPLOAD
+    from strategies import privacy as dp
+
+    norm, z = 0.05, 0.5
+    cfg, strategy, arrays = federation(**{"dp-noise-multiplier": z, "dp-clipping-norm": norm, "dp-clipping": side})
+    wrapped = dp.wrap(strategy, cfg)
+    assert isinstance(wrapped, dp.ClientSideFixedClipping if side == "client" else dp.ServerSideFixedClipping)
+    grid = LocalGrid(cfg)
+    np.random.seed(0)
+    messages = wrapped.configure_train(1, arrays, ConfigRecord(cfg.to_mapping()), grid)
+    aggregated, _ = wrapped.aggregate_train(1, grid.send_and_receive(messages))
+    uploads = [grid.raw[id(r)] for _, r in grid.sent(UPLOAD)]
+    assert len(messages) == 4 and len(uploads) == 2 == len(wrapped.record.selected)  # m = 4 sampled, k = 2 released
+    assert not any(m.content.array_records for _, m in grid.sent(MessageType.TRAIN))  # the first phase: no weights
+    keys = privacy.floating(arrays)
+    start = {k: arrays[k].numpy() for k in keys}
+    by_hand = []
+    for upload in uploads:  # Flower's FlatClip, by hand: the update scaled to at most the norm
+        update = {k: upload[k] - start[k] for k in keys}
+        length = math.sqrt(sum(float((u ** 2).sum()) for u in update.values()))
+        if side == "client":
+            assert length <= norm * (1 + 1e-4)  # the ClientApp clipped the weights it kept for the upload
+        by_hand.append({k: start[k] + update[k] * min(1.0, norm / length) for k in keys})
+    if side == "server":
+        assert max(math.sqrt(sum(float(((u[k] - start[k]) ** 2).sum()) for k in keys)) for u in uploads) > norm
+    mean = {k: (by_hand[0][k] + by_hand[1][k]) / 2 for k in keys}  # uniform weights
+    residual = np.concatenate([(aggregated[k].numpy() - mean[k]).ravel() for k in keys])
+    assert residual.std() == pytest.approx(z * norm / 2, rel=0.05)  # noise sized by the 2 aggregated, not 4
+    assert abs(residual.mean()) < 4 * z * norm / 2 / math.sqrt(residual.size)
+    assert wrapped.record.model_epsilon == pytest.approx(privacy.epsilon_spent(z, 1e-5, 1), rel=1e-6)

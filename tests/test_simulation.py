@@ -76,13 +76,15 @@ def test_federated_evaluation_fills_the_accuracy_column(tiny):
 def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
     """`flwr run .` with Flower's own CLI and a managed local SuperLink, using SFedCA
     (its credits need the firing-rate metrics to survive Flower's serialisation); then
-    an invalid value, reported in one line without a traceback."""
+    an invalid value, reported in one line without a traceback. The model updates go
+    through Flower's client-side fixed-clipping DP (strategies/privacy.py), accounted."""
     home = tmp_path / "flwr-home"
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}",
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     results = tmp_path / "results"
     run_config = (f"strategy='sfedca' num-server-rounds=2 num-partitions=3 fraction-train=0.34 min-train-nodes=1 "
-                  f"sfedca-rule='top-credit' sfedca-statistic='class' run-name='flwr' results-dir='{results}'")
+                  f"sfedca-rule='top-credit' sfedca-statistic='class' run-name='flwr' results-dir='{results}' "
+                  "dp-noise-multiplier=0.01 dp-clipping-norm=100.0 dp-clipping='client'")
 
     def flwr_run(config: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flwr"), "run", ".", "--run-config", config,
@@ -90,7 +92,7 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
                               capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
 
     # one bad value here (each `flwr run` costs a simulation start); tests/test_config.py covers every check
-    bad = {"workload='nope'": "config error: workload='nope' is unknown; accepted: classify, dda, esvae"}
+    bad = {"dp-clipping-norm=0.0": "config error: dp-clipping-norm=0.0 is out of range"}
     try:
         proc = flwr_run(run_config)
         refused = {value: flwr_run(value) for value in bad}
@@ -114,3 +116,5 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
         # two phases: 2 models down, 2 statistics replies and 1 model up
         model = int(row["downlink_bytes"]) / 2
         assert model < int(row["uplink_bytes"]) < 1.3 * model
+    epsilons = [float(row["dp_model_epsilon"]) for row in rows]  # one release of one client per round
+    assert 0 < epsilons[0] < epsilons[1] and rows[0]["dp_statistics_epsilon"] == ""

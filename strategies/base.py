@@ -210,6 +210,7 @@ class SelectionStrategy(FedAvg):
         self._sent: list[ClientInfo] = []
         self._train_messages: list[Message] = []
         self._unanswered: dict[str, Message] = {}  # message id -> a sent message not answered in time
+        self._discards = True  # False once a ClientApp has failed a train.discard
         self._global_arrays: ArrayRecord | None = None
         self._config: ConfigRecord | None = None
         self._grid: Grid | None = None
@@ -411,7 +412,7 @@ class SelectionStrategy(FedAvg):
             self.say_once("two-phase", "ClientApps replied with their weights in the first phase (they ignore "
                           "'%s', docs/protocol.md): those are aggregated without an upload phase", TWO_PHASE_KEY)
         clients = [self.client(m.metadata.src_node_id) for m in chosen if not m.content.array_records]
-        dropping = [m.metadata.src_node_id for m in others if not m.content.array_records]
+        dropping = [m.metadata.src_node_id for m in others if not m.content.array_records and self._discards]
         record = RecordDict({self.configrecord_key: ConfigRecord({SERVER_ROUND: server_round})})
         messages = [*self._construct_messages(record, [c.node_id for c in clients], UPLOAD),
                     *self._construct_messages(record, dropping, DISCARD)]
@@ -419,6 +420,10 @@ class SelectionStrategy(FedAvg):
             replies = self.exchange(messages)
             uploads = [r for r in replies if r.metadata.message_type == UPLOAD]
             uploaded += self.valid_train_replies(uploads, clients)
+            if any(r.has_error() for r in replies if r.metadata.message_type == DISCARD):
+                self._discards = False
+                self.say_once("discard", "a ClientApp did not answer '%s' (docs/protocol.md): candidates not chosen "
+                              "keep their weights until they train again; not sent any more", DISCARD)
         return sorted(uploaded, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

@@ -3,7 +3,7 @@
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from clients.replies import query_reply, train_with_statistics, upload_reply
+from clients.replies import discard_reply, query_reply, train_with_statistics, upload_reply
 from quickstart_sfedca.task import NUM_CLASSES, SpikingMLP, evaluate, load_partition, train
 
 app = ClientApp()
@@ -34,6 +34,12 @@ def local_training(msg: Message, context: Context) -> Message:
 def upload(msg: Message, context: Context) -> Message:
     """SFedCA's second phase: send the weights kept for this round."""
     return upload_reply(msg, context)
+
+
+@app.train("discard")
+def discard(msg: Message, context: Context) -> Message:
+    """SFedCA's second phase, not chosen: drop the weights kept for this round."""
+    return discard_reply(msg, context)
 
 
 @app.query()

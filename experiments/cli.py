@@ -385,6 +385,29 @@ def dda_merge(
 BENCHMARKS = ("orchestration", "delivery", "scale", "selection", "balance", "spiking")
 
 
+@app.command("probe-statistics")
+def probe_statistics(
+    rounds: Annotated[str, typer.Option(help="comma-separated rounds at which every client is probed (0: the initial model)")] = "0,1,5,10,20,40",
+    epsilons: Annotated[str, typer.Option(help="comma-separated epsilons of the local DP compared (one release)")] = "1,4,16",
+    out: Annotated[Path, typer.Option(help="folder for probe.csv, probe-l1.md, probe-cosine.md")] = Path("results/probe"),
+    set_: Annotated[list[str], typer.Option("--set", help="a run-config key: dataset, partitioner, seed...")] = [],
+) -> None:
+    """How close SFedCA's before- and after-training statistic (and its local-DP release)
+    is to each client's label histogram, by round, under random selection (docs/privacy.md)."""
+    from experiments.statistics_probe import probe, write
+    from experiments.simulation import resolve
+
+    with config_errors():
+        cfg = resolve(parse_sets(set_))
+        probed = sorted({int(r) for r in rounds.split(",")})
+        dp = [float(e) for e in epsilons.split(",") if e]
+        if probed[0] < 0 or any(e <= 0 for e in dp):
+            raise ConfigError(f"--rounds {rounds} / --epsilons {epsilons}; accepted: rounds >= 0, epsilons > 0")
+    frame = probe(cfg, probed, dp)
+    write(frame, out)
+    say("results", str(out))
+
+
 @app.command()
 def bench(
     only: Annotated[list[str], typer.Option(help=f"run only these: {', '.join(BENCHMARKS)}")] = [],

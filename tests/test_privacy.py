@@ -99,3 +99,18 @@ def test_flowers_fixed_clipping_around_two_phase_sfedca_clips_each_aggregated_up
     assert residual.std() == pytest.approx(z * norm / 2, rel=0.05)  # noise sized by the 2 aggregated, not 4
     assert abs(residual.mean()) < 4 * z * norm / 2 / math.sqrt(residual.size)
     assert wrapped.record.model_epsilon == pytest.approx(privacy.epsilon_spent(z, 1e-5, 1), rel=1e-6)
+
+
+def test_the_probe_compares_each_clients_statistics_with_its_label_histogram():
+    from experiments.simulation import resolve
+    from experiments.statistics_probe import compare, probe
+
+    assert compare([2.0, 0.0], np.array([1.0, 0.0])) == (1.0, 0.0)
+    assert compare([0.0, 1.0], np.array([1.0, 0.0])) == (0.0, 2.0)
+    cfg = resolve({"num-partitions": 2, "partitioner": "pathological", "classes-per-client": 1, "local-epochs": 1,
+                   "timesteps": 2, "fraction-train": 0.5, "max-train-samples": 200})
+    frame = probe(cfg, [0, 1], [4.0]).set_index(["round", "statistic", "epsilon"])
+    assert len(frame) == 2 * 2 * 2
+    # one class per client: after local training the output rates point at it
+    assert frame.loc[(1, "after", math.inf), "l1"] < frame.loc[(0, "before", math.inf), "l1"]
+    assert frame.loc[(1, "after", math.inf), "l1"] < frame.loc[(1, "after", 4.0), "l1"]  # the noise costs

@@ -199,9 +199,11 @@ class LocalGrid:
     """Flower's transport for a unit test: every message goes to SpikeFed's real ClientApp
     in this process, one Context per node (node ids 1000 + partition id), an exception
     becoming an error reply as Flower's runtime makes it; replies of ``held`` nodes come
-    only from a later ``pull_messages`` once they are no longer held (a straggler's late reply)."""
+    only from a later ``pull_messages`` once they are no longer held (a straggler's late reply).
+    ``app``: another ClientApp than SpikeFed's."""
 
-    def __init__(self, cfg, held=()):
+    def __init__(self, cfg, held=(), app=None):
+        self.app = app
         self.contexts = {1000 + i: Context(run_id=1, node_id=1000 + i, state=RecordDict(), run_config={},
                                            node_config={"partition-id": i, "num-partitions": cfg.num_partitions})
                          for i in range(cfg.num_partitions)}
@@ -213,6 +215,7 @@ class LocalGrid:
     def send_and_receive(self, messages, timeout=None):
         from clients.app import app
 
+        app = self.app or app
         replies = []
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
@@ -221,7 +224,7 @@ class LocalGrid:
             except Exception as err:  # noqa: BLE001 - what Flower's runtime does with a ClientApp's exception
                 reply = Message(Error(code=0, reason=str(err)), reply_to=msg)
             self.log.append((msg, reply))
-            if reply.content.array_records:  # as sent: a DP wrapper clips the received copy in place
+            if reply.has_content() and reply.content.array_records:  # as sent: a DP wrapper clips the received copy in place
                 self.raw[id(reply)] = {k: v.numpy().copy() for k, v in reply.content["arrays"].items()}
             (self.late if msg.metadata.dst_node_id in self.held else replies).append(reply)
         return replies
@@ -343,3 +346,20 @@ def test_under_dp_clients_send_only_the_noisy_statistic_and_rounds_record_the_la
     assert spent[0] == pytest.approx(privacy.epsilon_spent(noise, 1e-5, 1)) and spent[0] <= 4.0
     assert spent[-1] == pytest.approx(privacy.epsilon_spent(noise, 1e-5, max(asked.values())))
     assert spent == sorted(spent)
+
+
+def test_a_clientapp_without_discard_is_said_once_and_not_sent_it_again(task_identity, caplog):
+    from flwr.clientapp import ClientApp
+
+    from clients import app as spikefed
+
+    without_discard = ClientApp()  # SpikeFed's train and upload handlers, no train.discard
+    without_discard.train()(spikefed.train)
+    without_discard.train("upload")(spikefed.upload)
+    cfg, strategy, arrays = federation()
+    grid = LocalGrid(cfg, app=without_discard)
+    with caplog.at_level(logging.WARNING):
+        rounds = [one_round(strategy, grid, cfg, arrays, r)[1][0] for r in (1, 2)]
+    assert all(arrays is not None for arrays in rounds) and len(grid.sent(UPLOAD)) == 4
+    assert len(grid.sent(DISCARD)) == 2 and all(r.has_error() for _, r in grid.sent(DISCARD))  # round 1 only
+    assert caplog.text.count("did not answer 'train.discard'") == 1

@@ -19,7 +19,7 @@ from server.config import clients_per_round  # noqa: E402
 
 RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "test_mse", "train_loss",
                "selected_clients", "client_updates", "rejected_clients", "firing_rate", "uplink_bytes",
-               "downlink_bytes", "energy_snn_j", "energy_ann_j", "seconds"]
+               "downlink_bytes", "energy_snn_j", "energy_ann_j", "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
 # per-cell totals over the run, averaged over seeds in the summary
 TOTALS = ["client_updates", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j"]
 TIMING_COLUMNS = ["wall_seconds_mean", "wall_seconds_std"]
@@ -50,6 +50,7 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
         m = experiment.metric
         reached = rounds_to_target(values, experiment.target, experiment.higher_is_better)
         energy = frame["energy_snn_j"].cumsum().to_numpy(dtype=float) if "energy_snn_j" in frame else None
+        traffic = (frame["uplink_bytes"] + frame["downlink_bytes"]).cumsum().to_numpy(dtype=float)
         cells.append({
             "strategy": cell.strategy, "partition": cell.partition, "seed": cell.seed,
             f"final_{m}": values[-1], f"last10_{m}": values[-10:].mean(),
@@ -58,6 +59,7 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
             **{key: frame[key].sum() if key in frame else np.nan for key in TOTALS},
             # the clients' spiking energy spent until the target was first reached
             "energy_to_target_j": energy[reached - 1] if reached and energy is not None else np.nan,
+            "bytes_to_target": traffic[reached - 1] if reached else np.nan,  # uplink + downlink
             "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
         })
     runs = pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame(columns=RUN_COLUMNS)
@@ -83,8 +85,9 @@ def summarise(cells: pd.DataFrame, metric: str = "accuracy", order: Sequence[str
         row["reached"] = f"{len(reached)}/{len(group)}"
         for key in TOTALS:
             row[f"{key}_mean"] = group[key].mean() if key in group else np.nan
-        energy = group["energy_to_target_j"].dropna() if "energy_to_target_j" in group else pd.Series(dtype=float)
-        row["energy_to_target_j_mean"] = energy.mean() if len(energy) else np.nan
+        for key in ("energy_to_target_j", "bytes_to_target"):
+            values = group[key].dropna() if key in group else pd.Series(dtype=float)
+            row[f"{key}_mean"] = values.mean() if len(values) else np.nan
         row["wall_seconds_mean"] = group["wall_seconds"].mean()
         row["wall_seconds_std"] = group["wall_seconds"].std(ddof=0)
         rows.append(row)
@@ -168,6 +171,7 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str:
         "downlink MB": (summary["downlink_bytes_mean"] / 1e6).round(2),
         "energy SNN J": summary["energy_snn_j_mean"].round(3),
         "SNN J to target": summary["energy_to_target_j_mean"].round(4),
+        "MB to target": (summary["bytes_to_target_mean"] / 1e6).round(2),
         "energy ANN J": summary["energy_ann_j_mean"].round(3),
         "wall s": summary["wall_seconds_mean"].round(1),
     })
@@ -211,7 +215,8 @@ def write_report(experiment: Experiment, command: str) -> Path:
         "candidate set larger than the aggregated set); *uplink / downlink MB* are the serialised "
         "message contents over the run; *energy* is the clients' estimated energy of local training "
         "and inference over the run (spiking: synaptic operations x 0.9 pJ; the same-shape ANN: MACs "
-        "x 4.6 pJ), and until the target was first reached (seeds that reached it); *wall s* includes "
+        "x 4.6 pJ), and until the target was first reached (seeds that reached it); *MB to target*: uplink "
+        "plus downlink until then; *wall s* includes "
         "Ray's start-up.",
         "",
         markdown_table(summary, experiment.metric),

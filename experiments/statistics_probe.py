@@ -3,10 +3,12 @@
 A federation under random selection (the real local update of SpikeFed's ClientApp,
 FedAvg by Flower's ``aggregate_arrayrecords``, no Flower or Ray around it: the statistic
 does not depend on the transport) is stopped at the probe rounds; there every client
-measures the output layer's rates of the received global model on its data (what
-``sfedca-when = before`` ranks by) and of its locally trained model (``after``, what the
-default ranks by), and, as SFedCA's local DP would send them, the same vectors through
-the Gaussian mechanism at each epsilon. Each vector, normalised to sum 1, is compared with
+measures SFedCA's two statistics, the output layer's rates and the class-wise intensity
+(the network's rate on the local samples of each class, 0 for an absent class), with the
+received global model on its data (``before``: what ``sfedca-when = before`` ranks by)
+and with its locally trained model (``after``, what the default ranks by), and, as
+SFedCA's local DP would send them, the same vectors through the Gaussian mechanism at
+each epsilon. Each vector, normalised to sum 1, is compared with
 the client's label histogram: cosine similarity and L1 distance (0: the histogram
 itself; 2: disjoint), averaged over clients.
 """
@@ -36,7 +38,7 @@ def compare(vector, histogram: np.ndarray) -> tuple[float, float]:
 
 
 def probe(cfg: RunConfig, rounds: list[int], epsilons: list[float]) -> pd.DataFrame:
-    """One row per (round, statistic, epsilon): the mean over clients of cosine and L1."""
+    """One row per (round, statistic, phase, epsilon): the mean over clients of cosine and L1."""
     from flwr.app import ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
@@ -61,21 +63,21 @@ def probe(cfg: RunConfig, rounds: list[int], epsilons: list[float]) -> pd.DataFr
     rows = []
     for server_round in range(0, max(rounds) + 1):
         if server_round in rounds:
-            found: dict[tuple[str, float], list[tuple[float, float]]] = {}
+            found: dict[tuple[str, str, float], list[tuple[float, float]]] = {}
             for pid in clients:
                 _, metrics = local_update(cfg, pid, global_model(cfg, state), server_round)
-                keys = statistic_keys(tuple(metrics), "output")
-                for phase in ("before", "after"):
-                    vector = metrics[keys[phase]]
-                    for epsilon in [math.inf, *epsilons]:
-                        if math.isfinite(epsilon):
-                            vector_sent = privacy.privatise(vector, privacy.noise_multiplier(epsilon, 1e-5, 1), rng)
-                        else:
-                            vector_sent = vector
-                        found.setdefault((phase, epsilon), []).append(compare(vector_sent, histograms[pid]))
-            for (phase, epsilon), pairs in found.items():
+                for statistic in ("output", "class"):
+                    keys = statistic_keys(tuple(metrics), statistic)
+                    for phase in ("before", "after"):
+                        vector = metrics[keys[phase]]
+                        for epsilon in [math.inf, *epsilons]:
+                            if math.isfinite(epsilon):
+                                vector = privacy.privatise(metrics[keys[phase]], privacy.noise_multiplier(epsilon, 1e-5, 1),
+                                                           rng)
+                            found.setdefault((statistic, phase, epsilon), []).append(compare(vector, histograms[pid]))
+            for (statistic, phase, epsilon), pairs in found.items():
                 cosines, distances = zip(*pairs)
-                rows.append({"round": server_round, "statistic": phase, "epsilon": epsilon,
+                rows.append({"round": server_round, "statistic": statistic, "phase": phase, "epsilon": epsilon,
                              "cosine": float(np.mean(cosines)), "l1": float(np.mean(distances))})
         if server_round == max(rounds):
             break
@@ -89,11 +91,11 @@ def probe(cfg: RunConfig, rounds: list[int], epsilons: list[float]) -> pd.DataFr
 
 
 def write(frame: pd.DataFrame, out: Path) -> None:
-    """probe.csv and probe.md (rounds down, statistic x epsilon across, L1 distance)."""
+    """probe.csv, probe-l1.md and probe-cosine.md (rounds down, statistic x phase x epsilon across)."""
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "probe.csv", index=False)
-    frame = frame.assign(column=[f"{s}, eps {'inf' if math.isinf(e) else f'{e:g}'}"
-                                 for s, e in zip(frame["statistic"], frame["epsilon"])])
+    frame = frame.assign(column=[f"{s} {p}, eps {'inf' if math.isinf(e) else f'{e:g}'}"
+                                 for s, p, e in zip(frame["statistic"], frame["phase"], frame["epsilon"])])
     for value in ("l1", "cosine"):
         table = frame.pivot(index="round", columns="column", values=value).round(3)
         (out / f"probe-{value}.md").write_text(table.to_markdown() + "\n")

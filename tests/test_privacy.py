@@ -109,8 +109,10 @@ def test_the_probe_compares_each_clients_statistics_with_its_label_histogram():
     assert compare([0.0, 1.0], np.array([1.0, 0.0])) == (0.0, 2.0)
     cfg = resolve({"num-partitions": 2, "partitioner": "pathological", "classes-per-client": 1, "local-epochs": 1,
                    "timesteps": 2, "fraction-train": 0.5, "max-train-samples": 200})
-    frame = probe(cfg, [0, 1], [4.0]).set_index(["round", "statistic", "epsilon"])
-    assert len(frame) == 2 * 2 * 2
-    # one class per client: after local training the output rates point at it
-    assert frame.loc[(1, "after", math.inf), "l1"] < frame.loc[(0, "before", math.inf), "l1"]
-    assert frame.loc[(1, "after", math.inf), "l1"] < frame.loc[(1, "after", 4.0), "l1"]  # the noise costs
+    frame = probe(cfg, [0, 1], [4.0]).set_index(["round", "statistic", "phase", "epsilon"])
+    assert len(frame) == 2 * 2 * 2 * 2
+    # one class per client: after local training the output rates point at it; the class-wise
+    # intensity is nonzero on that class only, before training too (once the model fires: round 1)
+    assert frame.loc[(1, "output", "after", math.inf), "l1"] < frame.loc[(0, "output", "before", math.inf), "l1"]
+    assert frame.loc[(1, "class", "before", math.inf), "l1"] == pytest.approx(0, abs=1e-9)
+    assert frame.loc[(1, "output", "after", math.inf), "l1"] < frame.loc[(1, "output", "after", 4.0), "l1"]

@@ -133,7 +133,8 @@ def tree_rss(process: psutil.Process) -> int:
 
 
 def scale(settings: dict, timeout: float = 3600) -> dict:
-    """One `spikefed run` subprocess; its rounds from rounds.csv, its tree's peak memory.
+    """One `spikefed run` subprocess; its rounds from rounds.csv, its tree's peak memory and
+    its memory as each round ends (does it grow with the rounds?).
     The partitions are computed (or read from data-dir's cache) here first and timed apart:
     the first 100,000-partition split takes minutes, every later run reads it."""
     from data import partition_sizes
@@ -148,9 +149,13 @@ def scale(settings: dict, timeout: float = 3600) -> dict:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", *sets],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        watched, peak = psutil.Process(proc.pid), 0
+        watched, peak, by_round = psutil.Process(proc.pid), 0, []
+        rounds_csv = Path(tmp) / "scale" / "rounds.csv"
         while proc.poll() is None:
-            peak = max(peak, tree_rss(watched))
+            rss = tree_rss(watched)
+            peak = max(peak, rss)
+            if rounds_csv.exists() and len(rounds_csv.read_text().splitlines()) - 1 > len(by_round):
+                by_round.append(rss)  # the tree's resident memory as a round ends
             if time.perf_counter() - start > timeout:
                 proc.kill()
                 raise TimeoutError(f"scale run with {settings} exceeded {timeout} s")
@@ -161,7 +166,7 @@ def scale(settings: dict, timeout: float = 3600) -> dict:
         rounds = [float(r["seconds"]) for r in read_rounds(Path(tmp) / "scale")]
     return {"clients": settings["num-partitions"], "per_round": int(settings["num-partitions"] * settings["fraction-train"]),
             "dataset": settings["dataset"], "partitioning_s": partitioning, "startup_s": wall - sum(rounds), "s_per_round": statistics.median(rounds),
-            "peak_rss_gib": peak / 2**30, "wall_s": wall}
+            "peak_rss_gib": peak / 2**30, "rss_by_round_gib": [round(r / 2**30, 3) for r in by_round], "wall_s": wall}
 
 
 # --- message delivery -------------------------------------------------------------------

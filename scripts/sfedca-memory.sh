@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CODE=${1:-$PWD}
-PYTHONPATH="$CODE" .venv/bin/python - <<'PY'
-import json
-from experiments import bench
+CODE="$CODE" PYTHONPATH="$PWD" .venv/bin/python - <<'PY'
+import json, os
+from experiments import bench  # this checkout's bench; the run itself imports CODE's modules
+os.environ["PYTHONPATH"] = os.environ["CODE"]
 print(json.dumps(bench.scale({"dataset": "synthetic-1m", "partitioner": "iid", "local-epochs": 1, "num-cpus": 1.0,
                               "strategy": "sfedca", "num-partitions": 100_000, "fraction-train": 0.01,
                               "num-server-rounds": 6}), indent=2))

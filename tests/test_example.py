@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stop_local_superlink
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -28,7 +30,7 @@ def test_flwr_run_of_the_quickstart_completes_with_sfedca(tmp_path):
              "strategy='sfedca' num-server-rounds=2 fraction-train=0.3", "--federation-config", "num-supernodes=6",
              "--stream"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     finally:
-        subprocess.run(["pkill", "-f", f"flower-superlink.*{home}"], check=False)
+        stop_local_superlink(home)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "Traceback" not in log and "lack the metric" not in log and "first phase" not in log, log[-3000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RayCluster
+from conftest import RayCluster, stop_local_superlink
 from experiments.simulation import read_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +97,7 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
         proc = flwr_run(run_config)
         refused = {value: flwr_run(value) for value in bad}
     finally:
-        # flwr starts a detached flower-superlink that outlives the run: stop ours.
-        subprocess.run(["pkill", "-f", f"flower-superlink.*{home}"], check=False)
+        stop_local_superlink(home)
     for value, line in bad.items():
         out = refused[value].stdout + refused[value].stderr
         assert out.count(line) == 1 and "Traceback" not in out, out[-3000:]

@@ -4,6 +4,9 @@ rounds to target, last-10 accuracy, spiking energy and uplink+downlink bytes unt
 target, each also as the median over seeds of the ratio to random on the same seed, and
 the largest epsilon a client spent over the run (SFedCA's statistics under local DP).
   scripts/when-table.py results/sfedca_when_digits 0.8 > table.md
+Further runs.csv files after the target fill in strategies the grid did not run, on the
+grid's partitions (the same config run by another grid, e.g. random and SFedCA after):
+  scripts/when-table.py results/sfedca_when_fmnist 0.65 docs/results/sfedca_fmnist/runs.csv
 """
 
 import math
@@ -58,6 +61,9 @@ def table(seeds: pd.DataFrame) -> str:
 if __name__ == "__main__":
     grid, target = Path(sys.argv[1]), float(sys.argv[2])
     runs = pd.read_csv(grid / "runs.csv")
+    for other in map(pd.read_csv, sys.argv[3:]):
+        other = other[other["partition"].isin(runs["partition"]) & ~other["strategy"].isin(runs["strategy"])]
+        runs = pd.concat([other, runs], ignore_index=True)
     seeds = per_seed(runs, target)
     print(table(seeds))
     print()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -65,10 +66,25 @@ class LocalFederation:
                     break
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     continue
-        # SuperExec-started ServerApp/ClientApp processes carry this FLWR_HOME
+        # SuperExec-started ServerApp/ClientApp processes, and the detached SuperLink that
+        # `flwr run` starts, carry this FLWR_HOME
+        killed = []
         for entry in Path("/proc").iterdir():
             try:
                 if entry.name.isdigit() and f"FLWR_HOME={self.home}".encode() in (entry / "environ").read_bytes():
                     os.kill(int(entry.name), signal.SIGKILL)
+                    killed.append(entry)
             except (OSError, ValueError):
                 continue
+        # wait until they have exited: only then are their ports (Flower's fixed local ones) free
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_running(entry) for entry in killed):
+            time.sleep(0.1)
+
+
+def _running(entry: Path) -> bool:
+    """Whether /proc/<pid> is a live process (an exited one is gone or a zombie, with no cmdline)."""
+    try:
+        return bool((entry / "cmdline").read_bytes())
+    except OSError:
+        return False

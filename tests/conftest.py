@@ -13,19 +13,6 @@ from experiments.processes import free_port
 BIN = Path(sys.executable).parent
 
 
-def stop_local_superlink(home: Path) -> None:
-    """`flwr run` starts a detached flower-superlink that outlives the run, on Flower's fixed
-    local port: stop the one of this FLWR_HOME and wait until it has exited, or the next
-    `flwr run` test on this worker cannot bind the port."""
-    pattern = f"flower-superlink.*{home}"
-    subprocess.run(["pkill", "-f", pattern], check=False)
-    deadline = time.time() + 30
-    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
-        if time.time() > deadline:
-            subprocess.run(["pkill", "-KILL", "-f", pattern], check=False)
-        time.sleep(0.2)
-
-
 class RayCluster:
     """Ray nodes on 127.0.0.1 started with `ray start --block`, each its own handle:
     terminating one stops its processes. The cluster's own --temp-dir keeps its address

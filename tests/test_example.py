@@ -1,7 +1,6 @@
 """examples/quickstart-sfedca: a Flower app of its own, started with Flower's CLI, that uses
 SpikeFed's strategies and client helper from the outside."""
 
-import os
 import re
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import stop_local_superlink
+from experiments.processes import LocalFederation
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -21,16 +20,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flwr-local-superlink")]
 def test_flwr_run_of_the_quickstart_completes_with_sfedca(tmp_path):
     """The example's own ServerApp and ClientApp under `flwr run` (another strategy in the
     same place is one name: every strategy runs end to end in tests/test_compare.py)."""
-    home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    federation = LocalFederation(tmp_path / "flwr-home")  # `flwr run` starts its SuperLink: stop() ends it
     try:
         proc = subprocess.run(
             [str(BIN / "flwr"), "run", "examples/quickstart-sfedca", "--run-config",
              "strategy='sfedca' num-server-rounds=2 fraction-train=0.3", "--federation-config", "num-supernodes=6",
-             "--stream"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+             "--stream"], capture_output=True, text=True, cwd=ROOT, env=federation.env, timeout=300)
     finally:
-        stop_local_superlink(home)
+        federation.stop()
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "Traceback" not in log and "lack the metric" not in log and "first phase" not in log, log[-3000:]

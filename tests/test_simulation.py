@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import RayCluster
 
-from conftest import RayCluster, stop_local_superlink
+from experiments.processes import LocalFederation
 from experiments.simulation import read_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +79,7 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
     (its credits need the firing-rate metrics to survive Flower's serialisation); then
     an invalid value, reported in one line without a traceback. The model updates go
     through Flower's client-side fixed-clipping DP (strategies/privacy.py), accounted."""
-    home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    federation = LocalFederation(tmp_path / "flwr-home")  # `flwr run` starts its SuperLink: stop() ends it
     results = tmp_path / "results"
     run_config = (f"strategy='sfedca' num-server-rounds=2 num-partitions=3 fraction-train=0.34 min-train-nodes=1 "
                   f"sfedca-rule='top-credit' sfedca-statistic='class' run-name='flwr' results-dir='{results}' "
@@ -89,7 +88,7 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
     def flwr_run(config: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flwr"), "run", ".", "--run-config", config,
                                "--federation-config", "num-supernodes=3", "--stream"],
-                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
+                              capture_output=True, text=True, cwd=ROOT, env=federation.env, timeout=400)
 
     # one bad value here (each `flwr run` costs a simulation start); tests/test_config.py covers every check
     bad = {"dp-clipping-norm=0.0": "config error: dp-clipping-norm=0.0 is out of range"}
@@ -97,7 +96,7 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
         proc = flwr_run(run_config)
         refused = {value: flwr_run(value) for value in bad}
     finally:
-        stop_local_superlink(home)
+        federation.stop()
     for value, line in bad.items():
         out = refused[value].stdout + refused[value].stderr
         assert out.count(line) == 1 and "Traceback" not in out, out[-3000:]

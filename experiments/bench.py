@@ -147,22 +147,26 @@ def scale(settings: dict, timeout: float = 3600) -> dict:
         sets = [a for k, v in {**settings, "results-dir": tmp, "run-name": "scale"}.items()
                 for a in ("--set", f"{k}={v}")]
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", *sets],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        watched, peak, by_round = psutil.Process(proc.pid), 0, []
-        rounds_csv = Path(tmp) / "scale" / "rounds.csv"
-        while proc.poll() is None:
-            rss = tree_rss(watched)
-            peak = max(peak, rss)
-            if rounds_csv.exists() and len(rounds_csv.read_text().splitlines()) - 1 > len(by_round):
-                by_round.append(rss)  # the tree's resident memory as a round ends
-            if time.perf_counter() - start > timeout:
-                proc.kill()
-                raise TimeoutError(f"scale run with {settings} exceeded {timeout} s")
-            time.sleep(0.25)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"scale run failed: {proc.stderr.read()[-2000:]}")
+        # stderr to a file: a pipe read only at the end fills (64 KiB) with the INFO lines of a
+        # 2,000-candidate round and blocks the ServerApp in its next log call
+        with (Path(tmp) / "stderr.txt").open("w+") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", *sets],
+                                    stdout=subprocess.DEVNULL, stderr=log, text=True)
+            watched, peak, by_round = psutil.Process(proc.pid), 0, []
+            rounds_csv = Path(tmp) / "scale" / "rounds.csv"
+            while proc.poll() is None:
+                rss = tree_rss(watched)
+                peak = max(peak, rss)
+                if rounds_csv.exists() and len(rounds_csv.read_text().splitlines()) - 1 > len(by_round):
+                    by_round.append(rss)  # the tree's resident memory as a round ends
+                if time.perf_counter() - start > timeout:
+                    proc.kill()
+                    raise TimeoutError(f"scale run with {settings} exceeded {timeout} s")
+                time.sleep(0.25)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                log.seek(0)
+                raise RuntimeError(f"scale run failed: {log.read()[-2000:]}")
         rounds = [float(r["seconds"]) for r in read_rounds(Path(tmp) / "scale")]
     return {"clients": settings["num-partitions"], "per_round": int(settings["num-partitions"] * settings["fraction-train"]),
             "dataset": settings["dataset"], "partitioning_s": partitioning, "startup_s": wall - sum(rounds), "s_per_round": statistics.median(rounds),

@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'uv>=0.13.5,<0.14'
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
 	  $(if $(PIP_INDEXES),--extra-index-url "$(PIP_INDEXES)" --index-strategy unsafe-best-match) $(TORCH) -e '.[test]'
-	$(BIN)/python -m compileall -q core data models strategies clients server experiments
+	$(BIN)/python -m compileall -q -x '/(\.venv|\.git|results|data-cache)/' .
 	touch $@
 
 install: $(VENV)/.installed fashion-mnist

@@ -123,7 +123,8 @@ def _interrupt(_signum, _frame) -> None:
 
 @app.command()
 def compare(
-    config: Annotated[Path, typer.Argument(help="Experiment TOML, e.g. experiments/configs/smoke.toml")],
+    config: Annotated[Path, typer.Argument(
+        help="Experiment TOML, or the name of one shipped in experiments/configs/ (smoke, sfedca_digits, ...)")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a key: a top-level experiment key "
                                             "(strategies, seeds, metric, target, name) or a [run] key")] = [],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and whether each is complete; run nothing")] = False,

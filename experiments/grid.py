@@ -29,12 +29,14 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from server.config import DEFAULTS, ConfigError, RunConfig, load_config
 from strategies import STRATEGIES
 
+CONFIGS = files("experiments") / "configs"  # the experiments shipped with SpikeFed (package data)
 TOP_LEVEL = ("name", "strategies", "seeds", "metric", "target", "run", "partitions", "variants")
 # metric -> (rounds.csv column, whether higher is better)
 METRICS = {"accuracy": ("test_accuracy", True), "mse": ("test_mse", False), "loss": ("test_loss", False)}
@@ -108,10 +110,13 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
     """Read and validate an experiment file; ``sets`` (from ``--set key=value``) override its
     top-level keys or, for any other key, the shared ``[run]`` table."""
     path = Path(path)
+    if not path.exists() and path.name == str(path) and (CONFIGS / f"{path.stem}.toml").is_file():
+        path = Path(str(CONFIGS / f"{path.stem}.toml"))  # a bare name: a shipped experiment (with the wheel too)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"experiment file {str(path)!r} does not exist") from None
+        shipped = ", ".join(sorted(p.stem for p in CONFIGS.iterdir() if p.name.endswith(".toml")))
+        raise ConfigError(f"experiment file {str(path)!r} does not exist; shipped experiments (by name): {shipped}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"experiment file {str(path)!r} is not valid TOML: {err}") from None
     unknown = sorted(set(data) - set(TOP_LEVEL))

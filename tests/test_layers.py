@@ -1,7 +1,10 @@
 """The packages form layers (README, Layout): imports point down only, so there is no import circle."""
 
 import ast
+import tomllib
 from pathlib import Path
+
+import setuptools
 
 ROOT = Path(__file__).resolve().parents[1]
 # package -> layer: the ground, the plug-ins, the apps, the command line
@@ -33,3 +36,9 @@ def test_imports_point_down_only():
                 if LAYERS[target] >= layer:
                     wrong.append(f"{path.relative_to(ROOT)} imports {target}")
     assert wrong == []
+
+
+def test_every_packaged_package_has_a_layer():
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packaged = {name.split(".")[0] for name in setuptools.find_packages(str(ROOT), exclude=find["exclude"])}
+    assert packaged == set(LAYERS)

@@ -23,7 +23,8 @@ class Key:
     """One run-config key: its default (whose type is the key's type) and what it accepts.
 
     ``accepted`` is a tuple of allowed values; ``low`` / ``high`` bound a number
-    (``low_open``: low excluded).
+    (``low_open``: low excluded). ``meaning`` is its line in docs/configuration.md and in
+    ``spikefed config`` (Markdown).
     """
 
     default: Any
@@ -31,6 +32,7 @@ class Key:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    meaning: str = ""
 
     def parse(self, name: str, value: Any) -> Any:
         value = coerce(name, value, self.default)
@@ -40,21 +42,21 @@ class Key:
         return value
 
 
-def choice(default: str, accepted: tuple) -> Key:
-    return Key(default, accepted=accepted)
+def choice(default: str, accepted: tuple, meaning: str = "") -> Key:
+    return Key(default, accepted=accepted, meaning=meaning)
 
 
-def at_least(default: float, low: float, high: float | None = None) -> Key:
-    return Key(default, low=low, high=high)
+def at_least(default: float, low: float, high: float | None = None, meaning: str = "") -> Key:
+    return Key(default, low=low, high=high, meaning=meaning)
 
 
-def above(default: float, low: float, high: float | None = None) -> Key:
-    return Key(default, low=low, high=high, low_open=True)
+def above(default: float, low: float, high: float | None = None, meaning: str = "") -> Key:
+    return Key(default, low=low, high=high, low_open=True, meaning=meaning)
 
 
-def share(default: float) -> Key:
+def share(default: float, meaning: str = "") -> Key:
     """A fraction in [0, 1]."""
-    return Key(default, low=0, high=1)
+    return Key(default, low=0, high=1, meaning=meaning)
 
 
 class RunConfig(Mapping):

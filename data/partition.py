@@ -28,12 +28,13 @@ PARTITIONERS = ("dirichlet", "iid", "pathological", "shards")
 
 # Run-config keys of the partitioning.
 KEYS = {
-    "partitioner": choice("dirichlet", PARTITIONERS),
-    "num-partitions": at_least(20, 1),
-    "dirichlet-alpha": above(0.5, 0),
-    "min-partition-size": at_least(5, 0),
-    "classes-per-client": at_least(2, 1),
-    "shards-per-client": at_least(2, 1),
+    "partitioner": choice("dirichlet", PARTITIONERS, meaning=(
+        "`iid`, `dirichlet`, `pathological`, `shards` (flwr-datasets partitioners, by label)")),
+    "num-partitions": at_least(20, 1, meaning="number of clients (= SuperNodes)"),
+    "dirichlet-alpha": above(0.5, 0, meaning="Dirichlet concentration, > 0 (smaller = more skew)"),
+    "min-partition-size": at_least(5, 0, meaning="smallest Dirichlet partition accepted"),
+    "classes-per-client": at_least(2, 1, meaning="classes per client for `pathological`"),
+    "shards-per-client": at_least(2, 1, meaning="shards per client for `shards`"),
 }
 # What the partitions depend on: the keys above and the training split's.
 SPLIT_KEYS = ("dataset", "data-dir", "test-fraction", "max-train-samples", "seed")

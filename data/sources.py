@@ -198,12 +198,23 @@ DATASETS: dict[str, Callable[[str, float, int], Split]] = {
 
 # Run-config keys of the data sources.
 KEYS = {
-    "dataset": choice("digits", tuple(sorted(DATASETS))),
-    "data-dir": Key("data-cache"),
-    "test-fraction": above(0.2, 0, 0.9),
-    "image-size": at_least(0, 0),
-    "max-train-samples": at_least(0, 0),
-    "max-test-samples": at_least(0, 0),
+    "dataset": choice("digits", tuple(sorted(DATASETS)), meaning=(
+        "`digits` (embedded), `synthetic` (70,000 noisy digits images, embedded, for scale tests), `synthetic-1m` "
+        "(the same with 1,000,000 training images: 10 each for 100,000 clients), `mnist`, `fashion-mnist`, `cifar10`")),
+    "data-dir": Key("data-cache", meaning=(
+        "folder holding `MNIST/raw/` or `FashionMNIST/raw/` (the published IDX files, gzipped or not) or "
+        "torchvision's `cifar-10-batches-py/` (nothing is downloaded); `fashion-mnist` falls back to "
+        "`/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`, which `make` installs when it can); "
+        "the partitions are cached in its `partitions/` folder (one file per setting of the data and partition keys),"
+        " so that a simulation's clients read what the ServerApp computed")),
+    "test-fraction": above(0.2, 0, 0.9, meaning=(
+        "held-out test share for `digits` (the others use their official test split)")),
+    "image-size": at_least(0, 0, meaning=(
+        "resize images to this side (area averaging, e.g. 14 for 28x28 Fashion-MNIST on a small machine); 0 = as "
+        "stored")),
+    "max-train-samples": at_least(0, 0, meaning=(
+        "keep a stratified random subset of this many training images (seeded); 0 = all")),
+    "max-test-samples": at_least(0, 0, meaning="the same for the test split"),
 }
 
 

@@ -74,7 +74,8 @@ def main() -> None:
 
 @app.command()
 def run(
-    set_: Annotated[list[str], typer.Option("--set", help="Override a run-config key: --set key=value")] = [],
+    set_: Annotated[list[str], typer.Option("--set", help="Override a run-config key (`spikefed config` lists them): "
+                                            "--set key=value")] = [],
 ) -> None:
     """Run one federated simulation (Flower + Ray) and print where its results are."""
     with config_errors():
@@ -95,6 +96,32 @@ def resume(
             raise ConfigError(f"{str(run_folder)!r} holds no config.json; accepted: a run folder under results/")
         overrides = {**json.loads(recorded.read_text()), **parse_sets(set_), "resume": str(run_folder)}
     simulate_and_report(overrides)
+
+
+@app.command()
+def config(
+    write: Annotated[bool, typer.Option("--write", help="Regenerate pyproject.toml's [tool.flwr.app.config] and the "
+                                        "key table of docs/configuration.md from the declarations")] = False,
+) -> None:
+    """List every run-config key: its default and its meaning (from the keys' declarations)."""
+    from rich.table import Table
+
+    from experiments.keys import ROOT, rendered
+    from server.config import KEYS
+
+    if write:
+        if not (ROOT / "pyproject.toml").is_file():
+            say("error", f"--write needs a checkout of SpikeFed; {ROOT} holds no pyproject.toml")
+            raise typer.Exit(2)
+        for path, text in rendered().items():
+            if path.read_text() != text:
+                path.write_text(text)
+                print(f"wrote {path}")
+        return
+    table = Table("key", "default", "meaning", box=None)
+    for name, key in KEYS.items():
+        table.add_row(name, repr(key.default), key.meaning.replace("`", ""))
+    Console().print(table)
 
 
 def simulate_and_report(overrides: dict) -> None:

@@ -11,7 +11,8 @@ from models.workload import Workload
 WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAEWorkload(), "dda": DDAWorkload()}
 
 # The run-config keys of models/ and their cross-key checks.
-KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS))), **workload.KEYS, **device.KEYS, **esvae_workload.KEYS, **dda_workload.KEYS}
+KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS)), meaning="what clients train (registry in `models/`)"),
+        **workload.KEYS, **device.KEYS, **esvae_workload.KEYS, **dda_workload.KEYS}
 CHECKS = (dda_workload.check,)
 
 

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from core.config import RunConfig
 
 NEURON_BACKENDS = ("auto", "cuda", "triton", "torch")
-KEYS = {"neuron-backend": choice("auto", NEURON_BACKENDS)}
+KEYS = {"neuron-backend": choice("auto", NEURON_BACKENDS, meaning=(
+    "spikingjelly's LIF implementation on CUDA: `auto`, `cuda`, `triton` or `torch` "
+    "([cluster-and-gpu.md](cluster-and-gpu.md#the-neuron-backend))"))}
 LIF_BACKEND_VARIABLE = "SJ_LIF_CUDA_IMPLEMENTATION"
 
 _said: set[str] = set()

@@ -25,10 +25,11 @@ WEIGHT_CLIP = 4.0  # the authors clip weights to [-4, 4]
 PRIOR_LR_FACTOR = 10.0  # and train the prior's layer with 10x the learning rate
 
 KEYS = {  # run-config keys of ESVAE
-    "esvae-latent-dim": at_least(32, 1),
-    "esvae-mmd-lambda": at_least(0.001, 0),
-    "esvae-mmd-kernel": choice("rbf", KERNELS),
-    "esvae-weight-decay": at_least(0.001, 0),  # AdamW's, as the authors train
+    "esvae-latent-dim": at_least(32, 1, meaning='ESVAE latent neurons (`workload="esvae"`)'),
+    "esvae-mmd-lambda": at_least(0.001, 0, meaning="weight of MMD(r_q, r_p) in the ESVAE loss"),
+    "esvae-mmd-kernel": choice("rbf", KERNELS, meaning="`rbf` (multi-bandwidth) or `linear`"),
+    "esvae-weight-decay": at_least(0.001, 0, meaning=(  # AdamW's, as the authors train
+        "AdamW weight decay of the VAE training loop (the ESVAE authors' value)")),
 }
 
 

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
 # Run-config keys of local training, shared by every workload.
 KEYS = {
-    "local-epochs": at_least(2, 1),
-    "batch-size": at_least(32, 1),
-    "lr": above(0.01, 0),
-    "timesteps": at_least(4, 1),
+    "local-epochs": at_least(2, 1, meaning="local epochs per round"),
+    "batch-size": at_least(32, 1, meaning="local batch size"),
+    "lr": above(0.01, 0, meaning="Adam learning rate"),
+    "timesteps": at_least(4, 1, meaning="SNN simulation steps T"),
 }
 
 Data = tuple[np.ndarray, np.ndarray]  # (images [N, C, H, W] float32, labels [N])

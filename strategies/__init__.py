@@ -22,7 +22,9 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
 }
 
 # The run-config keys of strategies/ and their cross-key checks.
-KEYS = {"strategy": choice("random", tuple(sorted(STRATEGIES))), **base.KEYS,
+KEYS = {"strategy": choice("random", tuple(sorted(STRATEGIES)),
+                          meaning="client-selection strategy (registry in `strategies/`)"),
+        **base.KEYS,
         **{key: spec for cls in STRATEGIES.values() for key, spec in cls.KEYS.items()}}
 CHECKS = (base.check, sfedca.check)
 

@@ -48,19 +48,31 @@ from core.validation import Rejection, check_statistics_reply, check_train_reply
 
 # Run-config keys every strategy reads (each strategy declares its own in its KEYS).
 KEYS = {
-    "fraction-train": above(0.25, 0, 1),
-    "min-train-nodes": at_least(2, 1),
-    "fraction-evaluate": at_least(0.0, 0, 1),
-    "round-timeout": above(600.0, 0),
-    "min-valid-replies": at_least(1, 1),
-    "fault-crash": share(0.0),
-    "fault-straggle": share(0.0),
-    "fault-corrupt": share(0.0),
+    "fraction-train": above(0.25, 0, 1, meaning="share of clients trained per round, in (0, 1]"),
+    "min-train-nodes": at_least(2, 1, meaning="at least this many clients per round (<= `num-partitions`)"),
+    "fraction-evaluate": at_least(0.0, 0, 1, meaning="share of clients for federated evaluation (0 = off)"),
+    "round-timeout": above(600.0, 0, meaning=(
+        "seconds a round waits for train (and query, evaluate) replies; later ones count as `timeout`")),
+    "min-valid-replies": at_least(1, 1, meaning=(
+        "fewest valid replies a round aggregates; with fewer the global model stays as it was")),
+    "fault-crash": share(0.0, meaning=(
+        "share of each round's selected clients whose ClientApp raises (fault injection)")),
+    "fault-straggle": share(0.0, meaning="share that sleeps past `round-timeout`"),
+    "fault-corrupt": share(0.0, meaning=(
+        "share that returns a corrupted reply (NaN/Inf weights, wrong shape or dtype, missing array, firing rate > 1,"
+        " num-examples 0)")),
     # Flower's fixed-clipping DP around any strategy (strategies/privacy.py); 0: off
-    "dp-noise-multiplier": at_least(0.0, 0),
-    "dp-clipping-norm": above(1.0, 0),
-    "dp-clipping": choice("server", ("server", "client")),
-    "dp-delta": above(1e-5, 0, 0.1),
+    "dp-noise-multiplier": at_least(0.0, 0, meaning=(
+        "Flower's fixed-clipping DP of the model updates around any strategy ([privacy.md](privacy.md)): std of the "
+        "Gaussian noise on the aggregate, as a multiple of `dp-clipping-norm` / n (n = the number aggregated); 0 = "
+        "off")),
+    "dp-clipping-norm": above(1.0, 0, meaning=(
+        "L2 norm each aggregated update is clipped to (`dp-noise-multiplier` > 0)")),
+    "dp-clipping": choice("server", ("server", "client"), meaning=(
+        "where updates are clipped: `server` (Flower's server-side fixed clipping) or `client` (its client-side "
+        "wrapper and clipping mod, SFedCA's uploads included)")),
+    "dp-delta": above(1e-5, 0, 0.1, meaning=(
+        "delta at which Flower's RDP accountant reports the model's epsilon (`dp_model_epsilon` in `rounds.csv`)")),
 }
 
 

@@ -41,9 +41,10 @@ class Oort(SelectionStrategy):
     STATE = ("utility", "last_round")
     PREFIX = "oort-"
     KEYS = {
-        "oort-explore-fraction": share(0.9),
-        "oort-explore-decay": share(0.98),
-        "oort-explore-min": share(0.2),
+        "oort-explore-fraction": share(0.9, meaning=(
+            "`oort`: share of the cohort that explores unseen clients at first (Oort's default)")),
+        "oort-explore-decay": share(0.98, meaning="`oort`: factor the exploration share is multiplied by each round"),
+        "oort-explore-min": share(0.2, meaning="`oort`: the smallest exploration share"),
     }
 
     def __init__(self, *, explore_fraction: float = 0.9, explore_decay: float = 0.98, explore_min: float = 0.2,

@@ -34,7 +34,8 @@ class PowerOfChoice(SelectionStrategy):
     """
 
     PREFIX = "poc-"
-    KEYS = {"poc-candidate-factor": at_least(2.0, 1)}
+    KEYS = {"poc-candidate-factor": at_least(2.0, 1, meaning=(
+        "`power-of-choice`: d = factor x k candidates, sampled by data size, report their loss"))}
 
     def __init__(self, *, candidate_factor: float = 2.0, **kwargs) -> None:
         super().__init__(**kwargs)

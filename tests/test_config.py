@@ -17,6 +17,17 @@ def test_pyproject_run_config_matches_defaults():
     assert pyproject["tool"]["flwr"]["app"]["config"] == DEFAULTS
 
 
+def test_written_copies_of_the_keys_are_generated_from_their_declarations():
+    from experiments.keys import GROUPS, rendered
+    from server.config import KEYS
+
+    grouped = [name for keys in GROUPS.values() for name in keys]
+    assert sorted(grouped) == sorted(KEYS) and len(grouped) == len(KEYS)
+    assert [name for name, key in KEYS.items() if not key.meaning] == []
+    stale = [str(path.relative_to(ROOT)) for path, text in rendered().items() if path.read_text() != text]
+    assert stale == [], "run `spikefed config --write`"
+
+
 def test_defaults_are_the_demo_settings():
     cfg = load_config({})
     assert (cfg.dataset, cfg.num_partitions, cfg.partitioner, cfg.dirichlet_alpha) == ("digits", 20, "dirichlet", 0.5)

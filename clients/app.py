@@ -63,21 +63,21 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
     training, the statistics again; returns the trained weights and the reply's metrics."""
     start = time.perf_counter()
     workload = get_workload(cfg.workload)
-    data = client_train_data(cfg, pid)
+    local = client_train_data(cfg, pid)
     num_classes = split_of(cfg).spec.num_classes
     # One seed per (run seed, round, client): the same run repeats exactly.
     seed = cfg.seed * 1_000_003 + server_round * 1_009 + pid
     torch.manual_seed(seed)
-    before = workload.firing_statistics(model, data, cfg, num_classes)
-    metrics = workload.train(model, data, cfg, seed)
-    after = workload.firing_statistics(model, data, cfg, num_classes)
-    n = len(data[1])
+    before = workload.firing_statistics(model, local, cfg, num_classes)
+    metrics = workload.train(model, local, cfg, seed)
+    after = workload.firing_statistics(model, local, cfg, num_classes)
+    n = len(local[1])
     metrics = {
         NUM_EXAMPLES: n,
         **metrics,
         **statistics_metrics(before, after),
         # local training plus the two statistics passes, at the trained model's rates
-        **workload.energy(model, data, cfg, train_samples=n * cfg.local_epochs, inference_samples=2 * n),
+        **workload.energy(model, local, cfg, train_samples=n * cfg.local_epochs, inference_samples=2 * n),
     }
     metrics[COMPUTE_SECONDS] = time.perf_counter() - start
     # copies: the model object is reused by the next message
@@ -100,18 +100,18 @@ def query(msg: Message, context: Context) -> Message:
     num_partitions = int(context.node_config["num-partitions"])
     info = {"partition-id": pid, "num-partitions": num_partitions, "num-examples": 0}
     if num_partitions == cfg.num_partitions:
-        data = client_train_data(cfg, pid)
-        info["num-examples"] = len(data[1])
+        local = client_train_data(cfg, pid)
+        info["num-examples"] = len(local[1])
         if "arrays" in msg.content:
             workload, model = get_workload(cfg.workload), _global_model(msg, cfg)
             if msg.content["config"].get(QUERY_STATISTICS, False):
                 num_classes = split_of(cfg).spec.num_classes
-                info.update(statistics_metrics(workload.firing_statistics(model, data, cfg, num_classes)))
+                info.update(statistics_metrics(workload.firing_statistics(model, local, cfg, num_classes)))
                 if privacy.enabled(cfg):
                     info = privacy.private_statistics(info, cfg, "query", noise_rng(cfg, msg, pid, "query"))
             else:
-                info.update(workload.evaluate(model, data, cfg))
-            info.update(workload.energy(model, data, cfg, train_samples=0, inference_samples=len(data[1])))
+                info.update(workload.evaluate(model, local, cfg))
+            info.update(workload.energy(model, local, cfg, train_samples=0, inference_samples=len(local[1])))
     return query_reply(msg, info)
 
 
@@ -151,7 +151,7 @@ def discard(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on this client's share of the test split."""
     cfg, pid = _setup(msg, context)
-    data = client_test_data(cfg, pid)
-    metrics = get_workload(cfg.workload).evaluate(_global_model(msg, cfg), data, cfg)
-    record = MetricRecord({"num-examples": len(data[1]), **metrics})
+    local = client_test_data(cfg, pid)
+    metrics = get_workload(cfg.workload).evaluate(_global_model(msg, cfg), local, cfg)
+    record = MetricRecord({"num-examples": len(local[1]), **metrics})
     return Message(RecordDict({"metrics": record}), reply_to=msg)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from server.config import ConfigError
+from server.config import DEFAULTS, ConfigError
 
 app = typer.Typer(help="SpikeFed: federated learning for spiking neural networks on Flower.",
                   no_args_is_help=True, add_completion=False)
@@ -194,6 +194,8 @@ def compare(
         raise typer.Exit(1)
 
 
+Dataset = Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")]
+DataDir = Annotated[str, typer.Option(help="folder with torchvision's dataset files")]
 NumGpus = Annotated[float, typer.Option(help="> 0: train on CUDA when torch sees a GPU (said when it does not)")]
 
 esvae_app = typer.Typer(help="ESVAE (spiking VAE with a Poisson latent) trained centrally.", no_args_is_help=True)
@@ -202,7 +204,7 @@ app.add_typer(esvae_app, name="esvae")
 
 @esvae_app.command("train")
 def esvae_train(
-    dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
+    dataset: Dataset = DEFAULTS["dataset"],
     model: Annotated[str, typer.Option(help="esvae; fsvae (autoregressive Bernoulli latent, ESVAE's spiking "
                                                   "baseline); ann: the same-shape ANN VAE with a Gaussian latent")] = "esvae",
     epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
@@ -212,8 +214,8 @@ def esvae_train(
     lr: Annotated[float, typer.Option(help="AdamW learning rate (ESVAE's prior layer gets 10x)")] = 0.003,
     mmd_lambda: Annotated[float, typer.Option(help="weight of MMD(r_q, r_p)")] = 0.001,
     mmd_kernel: Annotated[str, typer.Option(help="rbf or linear")] = "rbf",
-    seed: Annotated[int, typer.Option(help="seed of init, batches, sampling")] = 0,
-    data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    seed: Annotated[int, typer.Option(help="seed of init, batches, sampling")] = DEFAULTS["seed"],
+    data_dir: DataDir = DEFAULTS["data-dir"],
     num_gpus: NumGpus = 0.0,
     out: Annotated[Path | None, typer.Option(help="output folder [default: results/esvae-<model>-<dataset>-seed<seed>]")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Another run-config key, e.g. image-size=32, "
@@ -254,11 +256,11 @@ def esvae_report(
 
 @app.command("train-teacher")
 def train_teacher_cmd(
-    dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
+    dataset: Dataset = DEFAULTS["dataset"],
     kind: Annotated[str, typer.Option(help="ann (AnnCNN, 32/64 channels) or resnet (AnnResNet-14)")] = "ann",
     epochs: Annotated[int, typer.Option(help="training epochs")] = 15,
-    seed: Annotated[int, typer.Option(help="seed of init and batches")] = 0,
-    data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    seed: Annotated[int, typer.Option(help="seed of init and batches")] = DEFAULTS["seed"],
+    data_dir: DataDir = DEFAULTS["data-dir"],
     num_gpus: NumGpus = 0.0,
     set_: Annotated[list[str], typer.Option("--set", help="shrink the data: image-size, max-train-samples, "
                                                          "max-test-samples, e.g. --set image-size=14")] = [],
@@ -316,10 +318,10 @@ def dda_distill(
     student: Annotated[str, typer.Option(help="snn (the classify workload's spiking CNN) or ann")] = "snn",
     mode: Annotated[str, typer.Option(help="dda, no-filter (all variants), synthetic (no diffusion), "
                                            "or real (the same schedule on the real training data: the upper bound)")] = "dda",
-    dataset: Annotated[str, typer.Option(help="the teacher's dataset (for the test split)")] = "digits",
-    timesteps: Annotated[int, typer.Option(help="T of a spiking student")] = 4,
-    seed: Annotated[int, typer.Option(help="seed of every stage")] = 0,
-    data_dir: Annotated[str, typer.Option(help="folder with torchvision's dataset files")] = "data-cache",
+    dataset: Annotated[str, typer.Option(help="the teacher's dataset (for the test split)")] = DEFAULTS["dataset"],
+    timesteps: Annotated[int, typer.Option(help="T of a spiking student")] = DEFAULTS["timesteps"],
+    seed: Annotated[int, typer.Option(help="seed of every stage")] = DEFAULTS["seed"],
+    data_dir: DataDir = DEFAULTS["data-dir"],
     num_gpus: NumGpus = 0.0,
     set_: Annotated[list[str], typer.Option("--set", help="any dda-* key (docs/configuration.md) or image-size, "
                                                          "max-train-samples, max-test-samples, batch-size, "
@@ -354,7 +356,7 @@ def dda_distill(
 
 @dda_app.command("ablation")
 def dda_ablation(
-    dataset: Annotated[str, typer.Option(help="digits (embedded), mnist, fashion-mnist or cifar10")] = "digits",
+    dataset: Dataset = DEFAULTS["dataset"],
     seeds: Annotated[str, typer.Option(help="comma-separated seeds; each trains its own teacher")] = "0,1",
     variant: Annotated[list[str], typer.Option(help="a spiking student to distil: 'defaults', or comma-separated "
                                                     "key=value of dda-* keys and mode (real, synthetic, "

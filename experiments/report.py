@@ -22,7 +22,6 @@ RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_
                "downlink_bytes", "energy_snn_j", "energy_ann_j", "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
 # per-cell totals over the run, averaged over seeds in the summary
 TOTALS = ["client_updates", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j"]
-TIMING_COLUMNS = ["wall_seconds_mean", "wall_seconds_std"]
 
 
 def rounds_to_target(values: Sequence[float], target: float, higher_is_better: bool = True) -> int | None:

@@ -88,7 +88,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         train = dict(record.train_metrics or {})
         student = ""
         if cfg.dda_distill_every and server_round % cfg.dda_distill_every == 0:
-            student = distil_student(server_round, arrays)
+            student = distill_student(server_round, arrays)
         previous = results.rows[-1] if results.rows else {}
         energy = {f"energy_{kind}_j": record.energy[f"energy-{kind}"] for kind in ("snn", "ann")}
         results.append({
@@ -123,7 +123,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         last = time.perf_counter()
         return MetricRecord(metrics)
 
-    def distil_student(server_round: int, arrays: ArrayRecord) -> float:
+    def distill_student(server_round: int, arrays: ArrayRecord) -> float:
         """DDA from the global model into a compact spiking student, no client data (dda-distill-every)."""
         from models.dda.pipeline import distil_global
 

@@ -1,6 +1,7 @@
 """The wheel is what a user installs: built from this checkout, installed (not editable)
 into a fresh venv, it must run a federation from another folder, shipped experiments included."""
 
+import shutil
 import site
 import subprocess
 import sys
@@ -11,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_installs_and_runs_a_round_outside_the_checkout(tmp_path):
+    # built from a copy: setuptools' build/ folder would otherwise land in the checkout
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "results", "data-cache", "build", "*.egg-info",
+                                                                 "__pycache__", "docker", "docs"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", tmp_path / "dist", ROOT], check=True, capture_output=True)
+                    "-w", tmp_path / "dist", source], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("spikefed-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "models/dda/__init__.py" in names and "experiments/configs/smoke.toml" in names

@@ -5,6 +5,13 @@
 #   docker build -t spikefed --build-arg TORCH=cuda .            # CUDA torch (PyPI's build)
 #   docker build -t spikefed --build-arg BASE_IMAGE=my/python:3.11 .
 ARG BASE_IMAGE=python:3.11-slim
+
+# The project's wheel, built from the whole context: its packages are the ones pyproject.toml
+# finds, the one package list (this stage is not part of the image).
+FROM ${BASE_IMAGE} AS wheel
+COPY . /src
+RUN python3 -m venv /tmp/venv && /tmp/venv/bin/pip wheel --quiet --no-deps --wheel-dir /dist /src
+
 FROM ${BASE_IMAGE}
 
 # cpu: a torch wheel from docker/wheels/ when one lies there, else PyTorch's CPU index;
@@ -33,16 +40,11 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
     && { python3 -c "import torchvision" 2>/dev/null || pip uninstall -y torchvision; }
 # PyPI's torchvision is built against PyPI's torch and cannot load beside a CPU wheel from
 # docker/wheels; it is removed then (digits, ESVAE and DDA need none, MNIST/CIFAR-10 do).
-# One COPY per package: the app folder is what `flwr run /app` packs, so no wheels or data.
-COPY core/ core/
-COPY server/ server/
-COPY clients/ clients/
-COPY strategies/ strategies/
-COPY models/ models/
-COPY data/ data/
-COPY experiments/ experiments/
+# The app folder, which `flwr run /app` packs, holds what the wheel ships (no wheels, no data).
+COPY --from=wheel /dist/ /tmp/dist/
 COPY docker/flwr-config.toml /tmp/flwr-config.toml
-RUN pip install --no-deps . && rm -rf build *.egg-info \
+RUN pip install --no-deps /tmp/dist/*.whl && python3 -m zipfile -e /tmp/dist/*.whl /app \
+    && rm -rf /app/*.dist-info /tmp/dist \
     && groupadd --gid 49999 app && useradd --uid 49999 --gid app --create-home app \
     && mkdir -p /app/results "$FLWR_HOME" && mv /tmp/flwr-config.toml "$FLWR_HOME/config.toml" \
     && chown -R app:app /app/results /home/app

@@ -127,6 +127,7 @@ def config(
 def simulate_and_report(overrides: dict) -> None:
     """Validate, simulate, print the results folder and the final metric."""
     from experiments.simulation import read_rounds, resolve, simulate
+    from models import get_workload
 
     with config_errors():
         cfg = resolve(overrides)
@@ -138,9 +139,10 @@ def simulate_and_report(overrides: dict) -> None:
         raise typer.Exit(1)
     final = rows[-1]
     print(f"results: {directory.resolve()}")
-    metric = next((m for m in ("test_accuracy", "test_mse", "test_loss") if final[m] != ""), None)
+    headline = [f"test_{name}" for name in get_workload(cfg.workload).METRICS]  # the workload's, first first
+    metric = next((m for m in headline if final.get(m, "") != ""), None)
     value = f"{float(final[metric]):.4f}" if metric else "not measured"
-    print(f"final {(metric or 'test_accuracy').replace('_', ' ')}: {value} after {final['round']} rounds "
+    print(f"final {(metric or headline[0]).replace('_', ' ')}: {value} after {final['round']} rounds "
           f"({time.perf_counter() - start:.0f} s)")
 
 

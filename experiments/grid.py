@@ -33,13 +33,19 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from models import test_metrics
 from server.config import DEFAULTS, ConfigError, RunConfig, load_config
 from strategies import STRATEGIES
 
 CONFIGS = files("experiments") / "configs"  # the experiments shipped with SpikeFed (package data)
 TOP_LEVEL = ("name", "strategies", "seeds", "metric", "target", "run", "partitions", "variants")
-# metric -> (rounds.csv column, whether higher is better)
-METRICS = {"accuracy": ("test_accuracy", True), "mse": ("test_mse", False), "loss": ("test_loss", False)}
+
+
+def metrics() -> dict[str, tuple[str, bool]]:
+    """metric -> (rounds.csv column, whether higher is better): what the workloads declare."""
+    return {name: (f"test_{name}", higher) for name, higher in test_metrics().items()}
+
+
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -71,11 +77,11 @@ class Experiment:
 
     @property
     def column(self) -> str:
-        return METRICS[self.metric][0]
+        return metrics()[self.metric][0]
 
     @property
     def higher_is_better(self) -> bool:
-        return METRICS[self.metric][1]
+        return metrics()[self.metric][1]
 
     @property
     def directory(self) -> Path:
@@ -116,7 +122,8 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in CONFIGS.iterdir() if p.name.endswith(".toml")))
-        raise ConfigError(f"experiment file {str(path)!r} does not exist; shipped experiments (by name): {shipped}") from None
+        raise ConfigError(f"experiment file {str(path)!r} does not exist; accepted: a TOML file, or the name of a "
+                          f"shipped experiment: {shipped}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"experiment file {str(path)!r} is not valid TOML: {err}") from None
     unknown = sorted(set(data) - set(TOP_LEVEL))
@@ -154,8 +161,8 @@ def load_experiment(path: Path, sets: dict[str, str] | None = None) -> Experimen
     except ValueError:
         raise ConfigError(f"seeds={data['seeds']!r} must be integers") from None
     metric = str(data.get("metric", "accuracy"))
-    if metric not in METRICS:
-        raise ConfigError(f"metric={metric!r} is unknown; accepted: {', '.join(METRICS)}")
+    if metric not in metrics():
+        raise ConfigError(f"metric={metric!r} is unknown; accepted: {', '.join(metrics())}")
     try:
         target = float(data.get("target", 0.9))
     except ValueError:

@@ -16,10 +16,16 @@ import pandas as pd  # noqa: E402
 from experiments.compare import DONE, cell_dir, is_complete  # noqa: E402
 from experiments.grid import Experiment  # noqa: E402
 from server.config import clients_per_round  # noqa: E402
+from server.results import test_columns  # noqa: E402
 
-RUN_COLUMNS = ["strategy", "partition", "seed", "round", "test_accuracy", "test_loss", "test_mse", "train_loss",
-               "selected_clients", "client_updates", "rejected_clients", "firing_rate", "uplink_bytes",
-               "downlink_bytes", "energy_snn_j", "energy_ann_j", "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
+
+def run_columns() -> list[str]:
+    """The columns of runs.csv: rounds.csv's, less the per-client detail, with the cell's labels first."""
+    return ["strategy", "partition", "seed", "round", *test_columns(), "train_loss", "selected_clients",
+            "client_updates", "rejected_clients", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j",
+            "energy_ann_j", "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
+
+
 # per-cell totals over the run, averaged over seeds in the summary
 TOTALS = ["client_updates", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j"]
 
@@ -44,7 +50,7 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
         frame["strategy"] = cell.strategy  # the grid's label: a variant's, not its registry name
         frame.insert(1, "partition", cell.partition)
         frame.insert(2, "seed", cell.seed)
-        rounds.append(frame.reindex(columns=RUN_COLUMNS))
+        rounds.append(frame.reindex(columns=run_columns()))
         values = frame[experiment.column].to_numpy(dtype=float)
         m = experiment.metric
         reached = rounds_to_target(values, experiment.target, experiment.higher_is_better)
@@ -61,7 +67,7 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
             "bytes_to_target": traffic[reached - 1] if reached else np.nan,  # uplink + downlink
             "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
         })
-    runs = pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame(columns=RUN_COLUMNS)
+    runs = pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame(columns=run_columns())
     return runs, pd.DataFrame(cells)
 
 

@@ -16,6 +16,15 @@ KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS)), meaning="what c
 CHECKS = (dda_workload.check,)
 
 
+def test_metrics() -> dict[str, bool]:
+    """Every workload's declared test metrics (name -> higher is better), in registry order."""
+    metrics: dict[str, bool] = {}
+    for declared in WORKLOADS.values():
+        for name, higher in declared.METRICS.items():
+            metrics.setdefault(name, higher)
+    return metrics
+
+
 def get_workload(name: str) -> Workload:
     """The registered workload called ``name`` (the run config's ``workload``)."""
     return WORKLOADS[name]

@@ -45,6 +45,8 @@ class ClassifyWorkload(Workload):
     (:func:`recalibrate_batchnorm`), so that the aggregated model fires from round 1.
     """
 
+    METRICS = {"accuracy": True, "loss": False}
+
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
         return SpikingCNN(spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device(cfg))
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from core.config import above, at_least, choice
+from core.config import at_least, choice
 from models.esvae import ESVAE
 from models.mmd import KERNELS
 from models.device import model_device, torch_device
@@ -36,6 +36,8 @@ KEYS = {  # run-config keys of ESVAE
 class ESVAEWorkload(Workload):
     """Builds :class:`ESVAE` from the ``esvae-*`` keys; :meth:`train` is the one training loop
     of both VAEs (`spikefed esvae train` uses it for the ANN VAE too)."""
+
+    METRICS = {"mse": False, "loss": False}
 
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> ESVAE:
         return ESVAE(spec.channels, spec.size, cfg.esvae_latent_dim, cfg.timesteps,

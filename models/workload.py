@@ -30,6 +30,11 @@ Data = tuple[np.ndarray, np.ndarray]  # (images [N, C, H, W] float32, labels [N]
 class Workload:
     """What the ClientApp and ServerApp call; they never look inside the model."""
 
+    # What :meth:`evaluate` returns that the results compare: name -> higher is better. Each
+    # becomes rounds.csv's column test_<name> and a `metric` of experiment files; the first
+    # is the headline (`spikefed run` prints it).
+    METRICS: dict[str, bool] = {}
+
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> torch.nn.Module:
         """A freshly initialised model for data of shape ``spec``."""
         raise NotImplementedError

@@ -22,7 +22,7 @@ from data import partition_sizes, split_of
 from models import get_workload
 from server.config import ConfigError, RunConfig, load_config
 from server.discovery import discover_clients
-from server.results import RunResults, load_checkpoint, run_dir, set_rng_states
+from server.results import RunResults, load_checkpoint, run_dir, set_rng_states, test_columns
 from strategies import STRATEGIES, privacy
 
 # Ray's driver warns on every start that a future Ray will stop hiding GPUs from actors with
@@ -102,9 +102,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "injected_faults": counts(f.split(":")[0] for f in record.injected.values()),
             "model_updated": record.model_updated,
             "scores": [f"{pid}:{score:.6g}" for pid, score in sorted(record.scores.items())],
-            "test_accuracy": metrics.get("accuracy", ""),
-            "test_loss": metrics.get("loss", ""),
-            "test_mse": metrics.get("mse", ""),
+            **{column: metrics.get(column.removeprefix("test_"), "") for column in test_columns()},
             "student_accuracy": student,
             "train_loss": train.get("train-loss", ""),
             "firing_rate": metrics.get("firing-rate", ""),

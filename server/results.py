@@ -14,15 +14,24 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
+from models import test_metrics
 from server.config import ConfigError, RunConfig, load_config
 
-COLUMNS = [
-    "round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients", "rejections",
-    "injected_faults", "model_updated", "scores", "test_accuracy", "test_loss", "test_mse", "student_accuracy",
-    "train_loss", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j",
-    "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "client_seconds", "eval_seconds", "seconds",
-    "dp_statistics_epsilon", "dp_model_epsilon",
-]
+
+def test_columns() -> list[str]:
+    """rounds.csv's test metrics: test_<name> for each metric a workload declares (models.test_metrics)."""
+    return [f"test_{name}" for name in test_metrics()]
+
+
+def columns() -> list[str]:
+    """rounds.csv's columns, in order."""
+    return ["round", "strategy", "selected_clients", "selected_nodes", "client_updates", "rejected_clients",
+            "rejections", "injected_faults", "model_updated", "scores", *test_columns(), "student_accuracy",
+            "train_loss", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j",
+            "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "client_seconds", "eval_seconds",
+            "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
+
+
 CHECKPOINT = "checkpoint.pt"
 # keys a resumed run may change: where it is written, how long it runs, that it resumes
 RESUMABLE_CHANGES = {"resume", "num-server-rounds", "results-dir", "run-name"}
@@ -92,13 +101,13 @@ class RunResults:
         (directory / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
         self.rounds_csv = directory / "rounds.csv"
         with self.rounds_csv.open("w", newline="") as f:
-            csv.writer(f).writerow(COLUMNS)
+            csv.writer(f).writerow(columns())
         for row in rows or []:
             self.append(row)
 
     def append(self, row: dict) -> None:
-        """Append one round's row (keys from COLUMNS; lists are written space-separated)."""
-        row = {c: row.get(c, "") for c in COLUMNS}
+        """Append one round's row (keys from :func:`columns`; lists are written space-separated)."""
+        row = {c: row.get(c, "") for c in columns()}
         self.rows.append(row)
         values = [" ".join(map(str, v)) if isinstance(v, list) else v for v in row.values()]
         with self.rounds_csv.open("a", newline="") as f:

@@ -1,5 +1,6 @@
 """`spikefed compare`: the experiment file, the summary arithmetic, and the smoke grid end to end."""
 
+import csv
 import math
 import signal
 import subprocess
@@ -120,7 +121,7 @@ def test_set_overrides_the_file(tmp_path):
     ('strategies = ["sfedca", "best"]', {}, "'best' is not a strategy"),
     ("seeds = []", {}, "seeds=[] must be a non-empty list"),
     ("target = 1.5", {}, "target=1.5 is out of range for metric accuracy"),
-    ('metric = "fid"', {}, "metric='fid' is unknown; accepted: accuracy, mse, loss"),
+    ('metric = "fid"', {}, "metric='fid' is unknown; accepted: accuracy, loss, mse"),
     ('[partitions.dirichlet-0.5]\npartitioner = "dirichlet"', {}, "quote labels that contain dots"),
     ('[partitions.p]\nstrategy = "random"', {}, "sets 'strategy', which the grid sets per cell"),
     ("[run]\nnum-partitons = 5", {}, "unknown config key 'num-partitons'"),
@@ -220,3 +221,23 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
         assert height > 100 and width > 100
     report = (out / "report.md").read_text()
     assert "| partition" in report and all(f"({p.name})" in report for p in pngs)
+
+
+def test_a_metric_a_workload_declares_gets_its_column_and_is_an_experiment_metric(monkeypatch, tmp_path):
+    from models import WORKLOADS
+    from models.classify import ClassifyWorkload
+    from server.config import load_config
+    from server.results import RunResults
+
+    class WithF1(ClassifyWorkload):
+        METRICS = {"accuracy": True, "f1": True}
+
+    monkeypatch.setitem(WORKLOADS, "with-f1", WithF1())
+    results = RunResults(tmp_path / "run", load_config({}))
+    results.append({"round": 1, "test_accuracy": 0.75, "test_f1": 0.5})
+    rows = list(csv.DictReader((tmp_path / "run" / "rounds.csv").open()))
+    assert (rows[0]["test_accuracy"], rows[0]["test_f1"]) == ("0.75", "0.5")
+    experiment = tmp_path / "f1.toml"
+    experiment.write_text('strategies = ["random"]\nseeds = [0]\nmetric = "f1"\ntarget = 0.5\n'
+                          '[partitions.iid]\npartitioner = "iid"\n')
+    assert load_experiment(experiment).column == "test_f1"

@@ -13,8 +13,11 @@ from models.device import model_device, torch_device
 from models.workload import Data, Workload
 
 if TYPE_CHECKING:
-    from data import DatasetSpec
+    from pathlib import Path
+    from typing import Any
+
     from core.config import RunConfig
+    from data import DatasetSpec, Split
 
 
 def _tensors(data: Data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +52,18 @@ class ClassifyWorkload(Workload):
 
     def build_model(self, cfg: RunConfig, spec: DatasetSpec) -> SpikingCNN:
         return SpikingCNN(spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(torch_device(cfg))
+
+    def after_round(self, server_round: int, state_dict: dict[str, torch.Tensor], cfg: RunConfig,
+                    split: Split, directory: Path) -> dict[str, Any]:
+        """With ``dda-distill-every`` K: every K rounds, DDA from the global model into a
+        compact spiking student, no client data (:func:`models.dda.pipeline.distill_global_student`)."""
+        if not cfg.dda_distill_every or server_round % cfg.dda_distill_every:
+            return {}
+        from models.dda.pipeline import distill_global_student  # models.dda builds on this module
+
+        teacher = self.build_model(cfg, split.spec)
+        teacher.load_state_dict(state_dict)
+        return {"student_accuracy": distill_global_student(teacher, cfg, split, server_round, directory)}
 
     def train(self, model: SpikingCNN, data: Data, cfg: RunConfig, seed: int) -> dict[str, float]:
         x, y = _tensors(data, model_device(model))

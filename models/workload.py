@@ -13,7 +13,10 @@ from models.energy import local_energy
 from models.firing import FiringStatistics, firing_statistics
 
 if TYPE_CHECKING:
-    from data import DatasetSpec
+    from pathlib import Path
+    from typing import Any
+
+    from data import DatasetSpec, Split
     from core.config import RunConfig
 
 # Run-config keys of local training, shared by every workload.
@@ -50,6 +53,13 @@ class Workload:
     def evaluate(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, float]:
         """Metrics of ``model`` on ``data`` (``loss`` and, where it applies, ``accuracy``)."""
         raise NotImplementedError
+
+    def after_round(self, server_round: int, state_dict: dict[str, torch.Tensor], cfg: RunConfig,
+                    split: Split, directory: Path) -> dict[str, Any]:
+        """The ServerApp's hook after each round, on the new global weights: server-side work
+        of the workload, whose files go to the run's ``directory``; returns values for
+        rounds.csv's columns (default: nothing)."""
+        return {}
 
     def spiking_network(self, model: torch.nn.Module) -> torch.nn.Module:
         """The part of ``model`` whose neurons the firing statistics read (default: all of it)."""

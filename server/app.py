@@ -86,9 +86,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         if not cfg.server_eval and record.evaluate_metrics is not None:
             metrics = dict(record.evaluate_metrics)
         train = dict(record.train_metrics or {})
-        student = ""
-        if cfg.dda_distill_every and server_round % cfg.dda_distill_every == 0:
-            student = distill_student(server_round, arrays)
+        extra = workload.after_round(server_round, arrays.to_torch_state_dict(), cfg, split, results.directory)
         previous = results.rows[-1] if results.rows else {}
         energy = {f"energy_{kind}_j": record.energy[f"energy-{kind}"] for kind in ("snn", "ann")}
         results.append({
@@ -103,7 +101,6 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "model_updated": record.model_updated,
             "scores": [f"{pid}:{score:.6g}" for pid, score in sorted(record.scores.items())],
             **{column: metrics.get(column.removeprefix("test_"), "") for column in test_columns()},
-            "student_accuracy": student,
             "train_loss": train.get("train-loss", ""),
             "firing_rate": metrics.get("firing-rate", ""),
             "uplink_bytes": record.uplink_bytes,
@@ -116,25 +113,11 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
             "seconds": round(time.perf_counter() - last, 3),
             **{f"dp_{kind}_epsilon": "" if value is None else f"{value:.6g}"
                for kind, value in (("statistics", record.statistics_epsilon), ("model", record.model_epsilon))},
+            **extra,
         })
         results.checkpoint(server_round, arrays, strategy.state_dict())
         last = time.perf_counter()
         return MetricRecord(metrics)
-
-    def distill_student(server_round: int, arrays: ArrayRecord) -> float:
-        """DDA from the global model into a compact spiking student, no client data (dda-distill-every)."""
-        from models.dda.pipeline import distil_global
-
-        teacher = workload.build_model(cfg, split.spec)
-        teacher.load_state_dict(arrays.to_torch_state_dict())
-        device = next(teacher.parameters()).device
-        student, info = distil_global(teacher, cfg, split.spec, torch.as_tensor(split.x_test, device=device),
-                                      torch.as_tensor(split.y_test, device=device))
-        torch.save({"student": "snn", "round": server_round, "state_dict": student.state_dict()},
-                   results.directory / "student.pt")
-        log(INFO, "round %d: DDA student accuracy %.4f (kept %.0f%% of augmentations)", server_round,
-            info["student_accuracy"], 100 * info["kept_fraction"])
-        return info["student_accuracy"]
 
     config = ConfigRecord(cfg.to_mapping())
     strategy.start(

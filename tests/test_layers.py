@@ -42,3 +42,15 @@ def test_every_packaged_package_has_a_layer():
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     packaged = {name.split(".")[0] for name in setuptools.find_packages(str(ROOT), exclude=find["exclude"])}
     assert packaged == set(LAYERS)
+
+
+def test_the_apps_reach_workloads_only_through_the_registry():
+    """Server-side work of a workload (e.g. DDA's distillation) is the workload's hook, so
+    neither app imports a workload's own modules."""
+    from models import WORKLOADS
+
+    own = {type(w).__module__ for w in WORKLOADS.values()} | {"models.dda"}
+    wrong = [f"{path.relative_to(ROOT)}: {node.module}" for app in ("server", "clients")
+             for path in sorted((ROOT / app).rglob("*.py")) for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.ImportFrom) and any((node.module or "").startswith(m) for m in own)]
+    assert wrong == []

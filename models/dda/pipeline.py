@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from logging import INFO
+from pathlib import Path
 
 import torch
+from flwr.common import log
 from torch import nn
 
 from models.dda.augment import SDEditAugmenter, small_unet, train_denoiser
@@ -174,12 +177,17 @@ def run_dda(teacher: nn.Module, student: nn.Module, cfg, shape: tuple[int, int, 
     return result
 
 
-def distil_global(model: nn.Module, cfg, spec, test_images: torch.Tensor, test_labels: torch.Tensor
-                  ) -> tuple[nn.Module, dict]:
-    """The server-side option: the global model is the teacher of a fresh spiking student,
-    distilled by DDA without any client data; returns the student and its figures."""
+def distill_global_student(model: nn.Module, cfg, split, server_round: int, directory: Path) -> float:
+    """The server-side option (``dda-distill-every``): the global model is the teacher of a
+    fresh spiking student, distilled by DDA without any client data; saves it as
+    ``directory``/student.pt and returns its test accuracy."""
+    spec = split.spec
+    device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
-    student = build_student("snn", spec.channels, spec.size, spec.num_classes, cfg.timesteps)
-    student = student.to(next(model.parameters()).device)
+    student = build_student("snn", spec.channels, spec.size, spec.num_classes, cfg.timesteps).to(device)
     result = run_dda(model, student, cfg, (spec.channels, spec.size, spec.size), spec.num_classes)
-    return student, {**result.info, "student_accuracy": accuracy(student, test_images, test_labels)}
+    score = accuracy(student, torch.as_tensor(split.x_test, device=device), torch.as_tensor(split.y_test, device=device))
+    torch.save({"student": "snn", "round": server_round, "state_dict": student.state_dict()}, directory / "student.pt")
+    log(INFO, "round %d: DDA student accuracy %.4f (kept %.0f%% of augmentations)", server_round, score,
+        100 * result.info["kept_fraction"])
+    return score

@@ -19,8 +19,9 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import faults
 from clients.replies import discard_reply, query_reply, statistics_metrics, train_reply, upload_reply
-from core import faults, privacy
+from core import privacy
 from core.config import RunConfig
 from core.protocol import (CLIPPING_NORM, COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, QUERY_STATISTICS,
                            SERVER_ROUND)

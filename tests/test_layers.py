@@ -54,3 +54,14 @@ def test_the_apps_reach_workloads_only_through_the_registry():
              for path in sorted((ROOT / app).rglob("*.py")) for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.ImportFrom) and any((node.module or "").startswith(m) for m in own)]
     assert wrong == []
+
+
+def test_core_needs_no_torch():
+    """core/ is the ground every layer stands on, the server's strategies included: numpy only."""
+    def top_level(path: Path) -> set[str]:
+        nodes = list(ast.walk(ast.parse(path.read_text())))
+        return ({n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+                | {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names})
+
+    assert [str(p.relative_to(ROOT)) for p in sorted((ROOT / "core").rglob("*.py"))
+            if {"torch", "spikingjelly"} & top_level(p)] == []

@@ -13,6 +13,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
+from clients import faults as client_faults
 from core import faults
 from experiments.simulation import read_rounds, resolve, simulate
 from server.config import load_config
@@ -53,7 +54,7 @@ def malformed_contents(rng: np.random.Generator, n: int) -> list[RecordDict]:
     """Every injected corruption, hand-made ones, and random combinations of them."""
     def injected(kind):
         arrays, metrics = good_parts()
-        faults.corrupt(f"corrupt:{kind}", arrays, metrics)
+        client_faults.corrupt(f"corrupt:{kind}", arrays, metrics)
         return RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})
 
     def edited(**changes):
@@ -77,7 +78,7 @@ def malformed_contents(rng: np.random.Generator, n: int) -> list[RecordDict]:
     while len(contents) < n:  # random pairs of corruptions on one reply
         arrays, metrics = good_parts()
         for kind in rng.choice(faults.CORRUPTIONS, size=2, replace=False):
-            faults.corrupt(f"corrupt:{kind}", arrays, metrics)
+            client_faults.corrupt(f"corrupt:{kind}", arrays, metrics)
         contents.append(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}))
     return contents
 

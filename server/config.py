@@ -60,7 +60,7 @@ CHECKS = (*strategies.CHECKS, *models.CHECKS, _check_evaluation, _check_ray_addr
 
 def clients_per_round(cfg: RunConfig) -> int:
     """How many clients train each round in a federation of num-partitions clients."""
-    return strategies.base.clients_per_round(cfg.num_partitions, cfg.fraction_train, cfg.min_train_nodes)
+    return strategies.settings.clients_per_round(cfg.num_partitions, cfg.fraction_train, cfg.min_train_nodes)
 
 
 def load_config(values: Mapping[str, Any]) -> RunConfig:

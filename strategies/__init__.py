@@ -5,7 +5,7 @@ Each is a Flower strategy (a ``FedAvg`` subclass) that also works in any Flower 
 """
 
 from core.config import choice
-from strategies import base, sfedca
+from strategies import settings, sfedca
 from strategies.base import ClientInfo, SelectionStrategy
 from strategies.clustered import ClusteredSampling
 from strategies.oort import Oort
@@ -24,9 +24,9 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
 # The run-config keys of strategies/ and their cross-key checks.
 KEYS = {"strategy": choice("random", tuple(sorted(STRATEGIES)),
                           meaning="client-selection strategy (registry in `strategies/`)"),
-        **base.KEYS,
+        **settings.KEYS,
         **{key: spec for cls in STRATEGIES.values() for key, spec in cls.KEYS.items()}}
-CHECKS = (base.check, sfedca.check)
+CHECKS = (settings.check, sfedca.check)
 
 __all__ = ["CHECKS", "KEYS", "STRATEGIES", "ClientInfo", "ClusteredSampling", "Oort", "PowerOfChoice",
            "RandomSelection", "SFedCA", "SelectionStrategy"]

@@ -10,7 +10,8 @@ from flwr.app import Message
 
 from core.config import share
 from core.protocol import LOSS_SQ_MEAN, NUM_EXAMPLES
-from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
+from strategies.base import ClientInfo, SelectionStrategy
+from strategies.messaging import reply_metrics
 
 STALENESS = 0.1  # Oort's staleness-bonus constant: sqrt(0.1 * log R / L_i)
 CUTOFF = 0.95  # Oort samples exploited clients among utilities >= 95% of the k-th best

@@ -34,7 +34,8 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from core.config import RunConfig
 from core.privacy import add_noise, clip_update
-from strategies.base import SelectionStrategy, reply_metrics
+from strategies.base import SelectionStrategy
+from strategies.messaging import reply_metrics
 
 UNIFORM = "dp-weight"  # the metric every update carries under DP: FedAvg weighs them the same
 ACCOUNTANT = "dp-accountant"  # the accountant's state in the strategy's checkpointed state

@@ -75,7 +75,8 @@ from core.config import ConfigError, RunConfig, above, at_least, choice
 from core.protocol import (CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, NUM_EXAMPLES, QUERY_STATISTICS,
                            statistic_keys)
 from core.validation import Rejection
-from strategies.base import ClientInfo, SelectionStrategy, reply_metrics
+from strategies.base import ClientInfo, SelectionStrategy
+from strategies.messaging import reply_metrics
 
 STATISTICS = ("output", "class")
 RULES = ("balance", "top-credit")

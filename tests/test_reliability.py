@@ -15,11 +15,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 
 from clients import faults as client_faults
 from core import faults
+from core.validation import REASONS, check_train_reply
 from experiments.simulation import read_rounds, resolve, simulate
 from server.config import load_config
 from strategies import STRATEGIES
-from strategies.base import ClientInfo, Reliability
-from core.validation import REASONS, check_train_reply
+from strategies.base import ClientInfo
+from strategies.settings import Reliability
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,7 +167,7 @@ def test_a_run_with_crashing_straggling_and_corrupt_clients_completes(tmp_path):
         injected, rejected = counts(row["injected_faults"]), counts(row["rejections"])
         assert injected == {"crash": 3, "straggle": 1, "corrupt": 1}, row
         # the crashes only: round 1's straggler is not asked again while it still works
-        # (strategies/base.py: busy_nodes), so no upload fails on an older node state
+        # (strategies/messaging.py: busy_nodes), so no upload fails on an older node state
         assert rejected.pop("error") == 3, row
         assert rejected.pop("timeout") == 1, row
         assert sum(rejected.values()) == 1, row  # the corrupt reply, under its reason

@@ -7,8 +7,10 @@ import csv
 import json
 import random
 import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +18,9 @@ from flwr.app import ArrayRecord
 
 from models import test_metrics
 from server.config import ConfigError, RunConfig, load_config
+
+if TYPE_CHECKING:
+    from strategies.accounting import RoundRecord
 
 
 def test_columns() -> list[str]:
@@ -30,6 +35,46 @@ def columns() -> list[str]:
             "train_loss", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j",
             "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "client_seconds", "eval_seconds",
             "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
+
+
+def counts(values) -> str:
+    """``a:2 b:1`` for the values' occurrences, sorted by value."""
+    return " ".join(f"{v}:{n}" for v, n in sorted(Counter(values).items()))
+
+
+def round_row(record: RoundRecord, cfg: RunConfig, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """rounds.csv's row of a round's ``record`` (``previous``: the row before, for the running sums)."""
+    metrics = dict(record.server_metrics or {})
+    if not cfg.server_eval and record.evaluate_metrics is not None:
+        metrics = {**metrics, **record.evaluate_metrics}
+    train = dict(record.train_metrics or {})
+    energy = {f"energy_{kind}_j": record.energy[f"energy-{kind}"] for kind in ("snn", "ann")}
+    return {
+        "round": record.server_round,
+        "strategy": cfg.strategy,
+        "selected_clients": [c.partition_id for c in record.selected],
+        "selected_nodes": [c.node_id for c in record.selected],
+        "client_updates": record.client_updates,
+        "rejected_clients": sorted(record.rejected),
+        "rejections": counts(r.reason for r in record.rejected.values()),
+        "injected_faults": counts(f.split(":")[0] for f in record.injected.values()),
+        "model_updated": record.model_updated,
+        "scores": [f"{pid}:{score:.6g}" for pid, score in sorted(record.scores.items())],
+        **{column: metrics.get(column.removeprefix("test_"), "") for column in test_columns()},
+        "student_accuracy": metrics.get("student_accuracy", ""),
+        "train_loss": train.get("train-loss", ""),
+        "firing_rate": metrics.get("firing-rate", ""),
+        "uplink_bytes": record.uplink_bytes,
+        "downlink_bytes": record.downlink_bytes,
+        **{k: f"{v:.6g}" for k, v in energy.items()},
+        **{f"{k}_cumulative": f"{float(previous.get(f'{k}_cumulative') or 0.0) + v:.6g}" for k, v in energy.items()},
+        "executors": counts(record.executors.values()),
+        "client_seconds": round(record.compute_seconds, 3),
+        "eval_seconds": round(record.eval_seconds, 3),
+        "seconds": round(record.seconds, 3),
+        **{f"dp_{kind}_epsilon": "" if value is None else f"{value:.6g}"
+           for kind, value in (("statistics", record.statistics_epsilon), ("model", record.model_epsilon))},
+    }
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -95,6 +140,7 @@ class RunResults:
     def __init__(self, directory: Path, cfg: RunConfig, rows: list[dict] | None = None) -> None:
         """Start ``directory``'s files, or rewrite them with the ``rows`` of a checkpoint."""
         self.directory = directory
+        self.cfg = cfg
         self.config = cfg.to_mapping()
         self.rows: list[dict] = []
         directory.mkdir(parents=True, exist_ok=True)
@@ -112,6 +158,14 @@ class RunResults:
         values = [" ".join(map(str, v)) if isinstance(v, list) else v for v in row.values()]
         with self.rounds_csv.open("a", newline="") as f:
             csv.writer(f).writerow(values)
+
+    def observer(self, strategy_state: Callable[[], dict]) -> Callable[[RoundRecord, ArrayRecord], None]:
+        """A strategy observer: each round's row appended, then the checkpoint written (with
+        ``strategy_state()``)."""
+        def observe(record: RoundRecord, arrays: ArrayRecord) -> None:
+            self.append(round_row(record, self.cfg, self.rows[-1] if self.rows else {}))
+            self.checkpoint(record.server_round, arrays, strategy_state())
+        return observe
 
     def checkpoint(self, server_round: int, arrays: ArrayRecord, strategy_state: dict) -> None:
         """Save what a resumed run needs after ``server_round`` (temp file, then an atomic rename)."""

@@ -4,12 +4,13 @@ message, both ways), and the clients' energy estimates and compute seconds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
@@ -17,7 +18,7 @@ from core.protocol import COMPUTE_SECONDS, ENERGY_KEYS
 
 if TYPE_CHECKING:
     from core.validation import Rejection
-    from strategies.base import ClientInfo
+    from strategies.base import ClientInfo, SelectionStrategy
 
 
 def message_bytes(messages: Iterable[Message]) -> int:
@@ -37,8 +38,10 @@ def message_bytes(messages: Iterable[Message]) -> int:
 
 @dataclass
 class RoundRecord:
-    """What a strategy did in one round, for the results table."""
+    """What a strategy did in one round, handed to its observers when the round is over
+    (:meth:`strategies.base.SelectionStrategy.start`): the results files, the checkpoint."""
 
+    server_round: int = 0  # counted over the whole run (a resumed run continues the count)
     selected: list[ClientInfo] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)  # partition id -> the score a rule ranked by
     rejected: dict[int, Rejection] = field(default_factory=dict)  # partition id -> why not aggregated
@@ -53,7 +56,10 @@ class RoundRecord:
     statistics_epsilon: float | None = None  # SFedCA under local DP: the largest epsilon a client has spent
     model_epsilon: float | None = None  # under a DP wrapper: the epsilon the model releases have spent
     train_metrics: MetricRecord | None = None
-    evaluate_metrics: MetricRecord | None = None
+    evaluate_metrics: MetricRecord | None = None  # federated evaluation (fraction-evaluate > 0)
+    server_metrics: MetricRecord | None = None  # what the start()'s evaluate_fn returned for the new model
+    eval_seconds: float = 0.0  # evaluate_fn's
+    seconds: float = 0.0  # the whole round, from the end of the one before
 
     def sent(self, messages: Iterable[Message]) -> None:
         """Count the bytes of ``messages`` sent to the clients."""
@@ -79,3 +85,25 @@ def summarise_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     reduced to its mean (the full lists stay in the replies for the strategies)."""
     averaged = aggregate_metricrecords(records, weighting_key)
     return MetricRecord({k: float(np.mean(v)) if isinstance(v, list) else v for k, v in averaged.items()})
+
+
+def recorded(strategy: SelectionStrategy, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None
+             ) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+    """``evaluate_fn`` (Flower calls it after each round, and on the initial model as round
+    0), timed; after a round, ``strategy.record`` gets its outcome and goes to the
+    strategy's observers."""
+    last = time.perf_counter()
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        nonlocal last
+        started = time.perf_counter()
+        metrics = evaluate_fn(server_round, arrays) if evaluate_fn is not None else None
+        if server_round > 0:
+            record = strategy.record
+            record.server_metrics, record.eval_seconds = metrics, time.perf_counter() - started
+            record.seconds = time.perf_counter() - last
+            for observe in strategy.observers:
+                observe(record, arrays)
+        last = time.perf_counter()
+        return metrics
+    return evaluate

@@ -13,7 +13,7 @@ are :mod:`strategies.messaging`'s; what a round did and cost, :mod:`strategies.a
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any
@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import FedAvg
 from core import faults
 from core.config import Key, RunConfig
 from core.protocol import SERVER_ROUND, TWO_PHASE_KEY
-from strategies.accounting import RoundRecord, summarise_train_metrics
+from strategies.accounting import RoundRecord, recorded, summarise_train_metrics
 from strategies.messaging import RoundMessaging
 from strategies.settings import Reliability, clients_per_round
 
@@ -58,6 +58,9 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         their node ids and Flower's ``min_available_nodes`` are awaited before round 1.
     reliability : Reliability
         Fewest valid replies to aggregate, faults to inject (default: none).
+    observers : list of callables
+        Each is called as ``observer(record, arrays)`` when a round is over, with the round's
+        :class:`~strategies.accounting.RoundRecord` and the new global weights.
     """
 
     KEYS: dict[str, Key] = {}  # run-config keys of this strategy, named PREFIX + its keyword argument
@@ -77,13 +80,14 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 2,
                  min_evaluate_nodes: int = 2, min_available_nodes: int = 2, *, seed: int = 0,
                  clients: dict[int, ClientInfo] | None = None, reliability: Reliability | None = None,
-                 **kwargs: Any) -> None:
+                 observers: Iterable[Callable[[RoundRecord, ArrayRecord], None]] = (), **kwargs: Any) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", summarise_train_metrics)
         super().__init__(fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes,
                          min_available_nodes, **kwargs)
         self.clients = clients
         self.seed = seed
         self.reliability = reliability or Reliability()
+        self.observers = list(observers)
         self.clients_per_round = self.wanted(len(clients)) if clients else min_train_nodes
         self.timeout = 3600.0  # start()'s
         self.round_offset = 0  # rounds done before a resume: Flower counts from 1 again
@@ -99,10 +103,12 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         self._grid: Grid | None = None
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
-              **kwargs: Any):
-        """Flower's ``Strategy.start``; ``timeout`` also bounds the second phase and queries."""
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None, **kwargs: Any):
+        """Flower's ``Strategy.start``; ``timeout`` also bounds the second phase and queries.
+        After each round the record goes to the :attr:`observers`."""
         self.timeout = timeout
-        return super().start(grid, initial_arrays, num_rounds, timeout, **kwargs)
+        return super().start(grid, initial_arrays, num_rounds, timeout, evaluate_fn=recorded(self, evaluate_fn),
+                             **kwargs)
 
     def wanted(self, num_clients: int) -> int:
         return clients_per_round(num_clients, self.fraction_train, self.min_train_nodes)
@@ -155,7 +161,7 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         server_round += self.round_offset
-        self.record = RoundRecord()
+        self.record = RoundRecord(server_round)
         config[SERVER_ROUND] = server_round
         self._global_arrays, self._config, self._grid = arrays, config, grid
         candidates = self.available(grid)
@@ -201,23 +207,3 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Which valid replies are aggregated: all of them, unless a strategy decides after training."""
         return replies
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        if self.fraction_evaluate == 0:
-            return []
-        server_round += self.round_offset
-        candidates = self.available(grid)
-        size = max(int(len(candidates) * self.fraction_evaluate), self.min_evaluate_nodes, 1)
-        chosen = self.sample(self.round_rng(server_round, "evaluate"), candidates, min(size, len(candidates)))
-        config[SERVER_ROUND] = server_round
-        messages = list(self._messages(arrays, config, chosen, MessageType.EVALUATE))
-        self.record.sent(messages)
-        return messages
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        server_round += self.round_offset
-        ordered = sorted(replies, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
-        self.record.received(ordered)
-        self.record.evaluate_metrics = super().aggregate_evaluate(server_round, ordered)
-        return self.record.evaluate_metrics

@@ -212,3 +212,23 @@ class RoundMessaging:
             self.say_once(f"missing {missing[0]}", "client replies lack the metric %r (docs/protocol.md): %s",
                           missing[0], fallback)
         return not missing
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if self.fraction_evaluate == 0:
+            return []
+        server_round += self.round_offset
+        candidates = self.available(grid)
+        size = max(int(len(candidates) * self.fraction_evaluate), self.min_evaluate_nodes, 1)
+        chosen = self.sample(self.round_rng(server_round, "evaluate"), candidates, min(size, len(candidates)))
+        config[SERVER_ROUND] = server_round
+        messages = list(self._messages(arrays, config, chosen, MessageType.EVALUATE))
+        self.record.sent(messages)
+        return messages
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.round_offset
+        ordered = sorted(replies, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
+        self.record.received(ordered)
+        self.record.evaluate_metrics = super().aggregate_evaluate(server_round, ordered)
+        return self.record.evaluate_metrics

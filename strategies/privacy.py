@@ -34,6 +34,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from core.config import RunConfig
 from core.privacy import add_noise, clip_update
+from strategies.accounting import recorded
 from strategies.base import SelectionStrategy
 from strategies.messaging import reply_metrics
 
@@ -78,9 +79,12 @@ class FixedClipping:
             self.accountant.load_state_dict(state[ACCOUNTANT])
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
-              **kwargs: Any):
-        self.strategy.timeout = timeout  # the inner strategy's own exchanges (uploads, queries)
-        return super().start(grid, initial_arrays, num_rounds, timeout, **kwargs)
+              evaluate_fn=None, **kwargs: Any):
+        """Flower's wrapper's start; the inner strategy's exchanges (uploads, queries) get the
+        same timeout, and its observers each round's record."""
+        self.strategy.timeout = timeout
+        return super().start(grid, initial_arrays, num_rounds, timeout,
+                             evaluate_fn=recorded(self.strategy, evaluate_fn), **kwargs)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
         self.current_arrays = arrays

@@ -17,7 +17,7 @@ from models.dda.distill import Distiller, KDOptions, accuracy
 from models.dda.filtering import cosine_keep, keep, label_keep
 from models.dda.networks import build_student, logits
 from models.dda.pipeline import run_dda
-from models.dda.pool import Pool, crop_flip
+from models.dda.pool import Pool, crop_flip, mixup
 from models.dda.rotation import RotationHead, rotations
 from models.dda.synthesis import Opponent, SynthesisWeights, synthesize_batch
 from server.config import ConfigError, load_config
@@ -224,6 +224,20 @@ def test_the_pool_samples_augmented_batches_of_its_images():
     pool.add(torch.rand(5, 1, 8, 8), torch.arange(5))
     images, labels = pool.sample(12, "crop-flip", torch.Generator().manual_seed(0))
     assert len(pool) == 15 and images.shape == (12, 1, 8, 8) and labels.max() < 10
+
+
+def test_mixup_blends_each_image_with_another_and_their_labels_by_the_same_weight(teacher, digits):
+    x, labels = torch.rand(64, 1, 8, 8), torch.arange(64) % 10
+    mixed, targets = mixup(x, labels, 0.4, 10, torch.Generator().manual_seed(0))
+    assert torch.allclose(targets.sum(1), torch.ones(64)) and (targets >= 0).all()
+    own = targets[torch.arange(64), labels]  # lam, plus 1 - lam where the partner has the same label
+    blended = 0
+    for i in range(64):
+        partners = [j for j in range(64) if torch.allclose(mixed[i], own[i] * x[i] + (1 - own[i]) * x[j], atol=1e-6)]
+        blended += bool(partners) and own[i] < 1 - 1e-3
+    assert blended >= 50  # nearly every image is a true blend (Beta(0.4, 0.4) puts some lam near 0 or 1)
+    distiller = Distiller(teacher, build_student("snn", 1, 8, 10, 2), KDOptions(), 1, x[:2])
+    assert torch.isfinite(torch.tensor(distiller.step(mixed, targets)))  # the CE term takes the blended targets
 
 
 def run(*args, timeout=600):

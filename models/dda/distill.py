@@ -99,7 +99,8 @@ class Distiller:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimiser step on ``images`` (labelled by the teacher now, as augmented);
-        ``labels`` are the images' target labels (for ``ce_weight``)."""
+        ``labels`` are the images' target labels, class indices or [N, classes]
+        probabilities (for ``ce_weight``)."""
         options = self.options
         with torch.no_grad():
             teacher_features, teacher_logits = embedding_and_logits(self.teacher, images)

@@ -24,7 +24,7 @@ from models.dda.augment import SDEditAugmenter, small_unet, train_denoiser
 from models.dda.distill import Distiller, KDOptions, accuracy
 from models.dda.filtering import cosine_keep, keep, label_keep
 from models.dda.networks import build_student, embedding, embedding_and_logits
-from models.dda.pool import Pool
+from models.dda.pool import Pool, mixup
 from models.dda.rotation import RotationHead
 from models.dda.synthesis import Opponent, SynthesisWeights, synthesize_batch
 
@@ -151,7 +151,11 @@ def run_dda(teacher: nn.Module, student: nn.Module, cfg, shape: tuple[int, int, 
         losses = []
         for _ in range(cfg.dda_student_steps):
             images, labels = pool.sample(cfg.batch_size, cfg.dda_augment, generator)
-            losses.append(distiller.step(images, labels))
+            targets = labels
+            if cfg.dda_mixup:
+                images, targets = mixup(images, labels, cfg.dda_mixup, num_classes, generator)
+                labels = targets.argmax(1)  # the rotation head's: the image's larger share
+            losses.append(distiller.step(images, targets))
             if head is not None:
                 head.train_step(student, images, labels)
         distiller.end_epoch()

@@ -8,6 +8,7 @@ the filter keeps); the student samples uniformly from everything in it.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +38,20 @@ def crop_flip(x: torch.Tensor, augment: str, generator: torch.Generator) -> torc
         flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
         out = torch.where(flip, out.flip(3), out)
     return out
+
+
+def mixup(x: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image of ``x`` blended with another of the batch, ``lam x_i + (1 - lam) x_j``,
+    ``lam ~ Beta(alpha, alpha)`` per image (Zhang et al. 2018), and the blended one-hot
+    targets [N, classes]. Not in the authors' code: images between two classes, for the
+    teacher to label (``dda-mixup``)."""
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    lam = torch.as_tensor(np.random.default_rng(seed).beta(alpha, alpha, len(x)), dtype=x.dtype, device=x.device)
+    other = torch.randperm(len(x), generator=generator).to(x.device)
+    targets = F.one_hot(labels, num_classes).to(x.dtype)
+    weight = lam[:, None, None, None]
+    return weight * x + (1 - weight) * x[other], lam[:, None] * targets + (1 - lam[:, None]) * targets[other]
 
 
 class Pool:

@@ -46,6 +46,9 @@ KEYS = {
     "dda-augment": choice("crop-flip", AUGMENTS, meaning=(
         "augmentation before the teacher, in synthesis and on every pool batch: `crop-flip` (random crop after "
         "padding of size/8, horizontal flip), `crop`, `none`")),
+    "dda-mixup": at_least(0.0, 0, meaning=(
+        "mixup on every pool batch: each image blended with another, weight ~ Beta(alpha, alpha), the teacher labelling"
+        " the blend (0 = off, the authors')")),
     "dda-bn-weight": at_least(1.0, 0, meaning="synthesis: weight of the teacher's BatchNorm-statistics loss"),
     "dda-class-weight": at_least(1.0, 0, meaning=(
         "synthesis: weight of the teacher's cross-entropy to the batch's target labels")),

@@ -10,7 +10,7 @@ raises :class:`ConfigError` with one line naming the bad key and what is accepte
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -24,7 +24,8 @@ class Key:
 
     ``accepted`` is a tuple of allowed values; ``low`` / ``high`` bound a number
     (``low_open``: low excluded). ``meaning`` is its line in docs/configuration.md and in
-    ``spikefed config`` (Markdown).
+    ``spikefed config`` (Markdown). ``client``: a ClientApp reads it, so the messages to the
+    clients carry it (the others stay on the server).
     """
 
     default: Any
@@ -33,6 +34,7 @@ class Key:
     high: float | None = None
     low_open: bool = False
     meaning: str = ""
+    client: bool = False
 
     def parse(self, name: str, value: Any) -> Any:
         value = coerce(name, value, self.default)
@@ -42,21 +44,26 @@ class Key:
         return value
 
 
-def choice(default: str, accepted: tuple, meaning: str = "") -> Key:
-    return Key(default, accepted=accepted, meaning=meaning)
+def choice(default: str, accepted: tuple, meaning: str = "", client: bool = False) -> Key:
+    return Key(default, accepted=accepted, meaning=meaning, client=client)
 
 
-def at_least(default: float, low: float, high: float | None = None, meaning: str = "") -> Key:
-    return Key(default, low=low, high=high, meaning=meaning)
+def at_least(default: float, low: float, high: float | None = None, meaning: str = "", client: bool = False) -> Key:
+    return Key(default, low=low, high=high, meaning=meaning, client=client)
 
 
-def above(default: float, low: float, high: float | None = None, meaning: str = "") -> Key:
-    return Key(default, low=low, high=high, low_open=True, meaning=meaning)
+def above(default: float, low: float, high: float | None = None, meaning: str = "", client: bool = False) -> Key:
+    return Key(default, low=low, high=high, low_open=True, meaning=meaning, client=client)
 
 
 def share(default: float, meaning: str = "") -> Key:
     """A fraction in [0, 1]."""
     return Key(default, low=0, high=1, meaning=meaning)
+
+
+def read_by_clients(keys: Mapping[str, Key]) -> dict[str, Key]:
+    """``keys``, each marked as one a ClientApp reads."""
+    return {name: replace(key, client=True) for name, key in keys.items()}
 
 
 class RunConfig(Mapping):
@@ -93,6 +100,10 @@ class RunConfig(Mapping):
     def to_mapping(self) -> dict[str, Any]:
         """The dashed-key mapping (what Flower's run config and ConfigRecord hold)."""
         return dict(self._values)
+
+    def for_clients(self, keys: Mapping[str, Key]) -> dict[str, Any]:
+        """The mapping of the ``keys`` a ClientApp reads (:attr:`Key.client`): what a message's config carries."""
+        return {name: value for name, value in self._values.items() if keys[name].client}
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` (underscored names), unvalidated: for values already checked."""

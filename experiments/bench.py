@@ -99,11 +99,12 @@ def orchestration(settings: dict, repeats: int = 2) -> dict:
     bare, simulated, in_run, wall = [], [], [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            cfg = resolve({**settings, "results-dir": tmp, "run-name": f"bench{i}"})
+            launch = resolve({**settings, "results-dir": tmp, "run-name": f"bench{i}"})
+            cfg = launch.cfg
             with ThreadPoolExecutor(1) as thread:
                 bare.append(thread.submit(bare_rounds, cfg).result()[1:])
             start = time.perf_counter()
-            rows = read_rounds(simulate(cfg))
+            rows = read_rounds(simulate(launch))
             wall += time.perf_counter() - start - sum(float(r["seconds"]) for r in rows)
             simulated.append([float(r["seconds"]) for r in rows[1:]])
             in_run += [float(r["seconds"]) / (float(r["client_seconds"]) + float(r["eval_seconds"])) for r in rows[1:]]

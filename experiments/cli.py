@@ -130,16 +130,16 @@ def simulate_and_report(overrides: dict) -> None:
     from models import get_workload
 
     with config_errors():
-        cfg = resolve(overrides)
+        launch = resolve(overrides)
     start = time.perf_counter()
-    directory = simulate(cfg)
+    directory = simulate(launch)
     rows = read_rounds(directory)
     if not rows:
         say("error", f"the run wrote no rounds; see the log above ({directory})")
         raise typer.Exit(1)
     final = rows[-1]
     print(f"results: {directory.resolve()}")
-    headline = [f"test_{name}" for name in get_workload(cfg.workload).METRICS]  # the workload's, first first
+    headline = [f"test_{name}" for name in get_workload(launch.cfg.workload).METRICS]  # the workload's, first first
     metric = next((m for m in headline if final.get(m, "") != ""), None)
     value = f"{float(final[metric]):.4f}" if metric else "not measured"
     print(f"final {(metric or headline[0]).replace('_', ' ')}: {value} after {final['round']} rounds "
@@ -430,7 +430,7 @@ def probe_statistics(
     from experiments.simulation import resolve
 
     with config_errors():
-        cfg = resolve(parse_sets(set_))
+        cfg = resolve(parse_sets(set_)).cfg
         probed = sorted({int(r) for r in rounds.split(",")})
         dp = [float(e) for e in epsilons.split(",") if e]
         if probed[0] < 0 or any(e <= 0 for e in dp):

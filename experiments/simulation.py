@@ -12,12 +12,11 @@ import torch
 from flwr.simulation import run_simulation
 
 from clients.app import app as client_app
-from data import partition_sizes, split_of
-from models import get_workload
 from server import simulation_engine
 from server.app import make_server_app
-from server.config import ConfigError, RunConfig, load_config
-from server.results import load_checkpoint, run_dir
+from server.config import ConfigError, load_config
+from server.launch import Launch, prepare
+from server.results import run_dir
 
 
 class NoRunSimulationDeprecation(logging.Filter):
@@ -32,31 +31,22 @@ class NoRunSimulationDeprecation(logging.Filter):
 logging.getLogger("flwr").addFilter(NoRunSimulationDeprecation())
 
 
-def resolve(overrides: dict[str, Any]) -> RunConfig:
-    """Validate the overrides, the GPU request, the partitioning, the initial model and
-    the checkpoint to resume before any process starts.
-
-    The run name is fixed here so the caller knows where the results go.
-    """
+def resolve(overrides: dict[str, Any]) -> Launch:
+    """The run the overrides ask for, validated and prepared (:func:`server.launch.prepare`)
+    before any process starts, with the GPU request checked for a local Ray."""
     cfg = load_config(overrides)
     # A local Ray without a GPU would wait for one forever; a cluster's GPUs may be on other nodes.
     if cfg.num_gpus > 0 and not cfg.ray_address and not torch.cuda.is_available():
         raise ConfigError(f"num-gpus={cfg.num_gpus} but torch sees no GPU here; accepted: num-gpus=0, "
                           "or a ray-address whose cluster has GPUs")
-    partition_sizes(cfg)
-    workload = get_workload(cfg.workload)  # e.g. a dda-student checkpoint that cannot be read
-    workload.initial_model(cfg, split_of(cfg).spec)
-    if cfg.resume:
-        load_checkpoint(cfg)
-    if not cfg.run_name:
-        cfg = load_config({**cfg.to_mapping(), "run-name": run_dir(cfg).name})
-    return cfg
+    return prepare(cfg)
 
 
-def simulate(cfg: RunConfig) -> Path:
-    """Run ``cfg`` with one virtual SuperNode per partition, on a local Ray or on the Ray
+def simulate(launch: Launch) -> Path:
+    """Run ``launch`` (from :func:`resolve`) with one virtual SuperNode per partition, on a local Ray or on the Ray
     cluster ``ray-address`` names (Flower's Ray backend places the ClientApp actors across
     its nodes, ``num-cpus`` / ``num-gpus`` each); returns the results dir."""
+    cfg = launch.cfg
     simulation_engine.install()  # one pass per poll over the messages, not one per node
     init_args = {"logging_level": "ERROR", "log_to_driver": False}
     if cfg.ray_address:
@@ -66,7 +56,7 @@ def simulate(cfg: RunConfig) -> Path:
         # few cores their every wake-up then stalls a multi-threaded torch step in an actor
         init_args["_system_config"] = {"worker_niceness": 0}
     run_simulation(
-        server_app=make_server_app(cfg.to_mapping()),
+        server_app=make_server_app(launch),
         client_app=client_app,
         num_supernodes=cfg.num_partitions,
         backend_config={

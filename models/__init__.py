@@ -1,6 +1,6 @@
 """Spiking networks and the workload registry (what a client trains)."""
 
-from core.config import choice
+from core.config import choice, read_by_clients
 from models import device, esvae_workload, workload
 from models.classify import ClassifyWorkload
 from models.dda import workload as dda_workload
@@ -11,8 +11,12 @@ from models.workload import Workload
 WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAEWorkload(), "dda": DDAWorkload()}
 
 # The run-config keys of models/ and their cross-key checks.
-KEYS = {"workload": choice("classify", tuple(sorted(WORKLOADS)), meaning="what clients train (registry in `models/`)"),
-        **workload.KEYS, **device.KEYS, **esvae_workload.KEYS, **dda_workload.KEYS}
+# Every key but DDA's is read by the clients; DDA's serve the server-side distillation and the
+# starting student, which the ServerApp loads.
+KEYS = {**read_by_clients({"workload": choice("classify", tuple(sorted(WORKLOADS)),
+                                               meaning="what clients train (registry in `models/`)"),
+                           **workload.KEYS, **device.KEYS, **esvae_workload.KEYS}),
+        **dda_workload.KEYS}
 CHECKS = (dda_workload.check,)
 
 

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from data import partition_sizes, split_of
 from models import get_workload
-from server.config import ConfigError, RunConfig, load_config
+from server.config import KEYS, ConfigError, load_config
 from server.discovery import discover_clients
-from server.results import RunResults, load_checkpoint, run_dir, set_rng_states
+from server.launch import Launch, prepare
+from server.results import RunResults, run_dir, set_rng_states
 from strategies import STRATEGIES, privacy
 
 # Ray's driver warns on every start that a future Ray will stop hiding GPUs from actors with
@@ -33,28 +32,22 @@ def mean_firing_rate(rates: Mapping[str, list[float]]) -> float:
     return float(np.mean([np.mean(v) for v in rates.values()]))
 
 
-def run_federation(grid: Grid, cfg: RunConfig) -> Path:
-    """Run rounds up to ``cfg.num_server_rounds`` (continuing ``cfg.resume`` when set);
-    returns the results directory."""
-    torch.manual_seed(cfg.seed)
+def run_federation(grid: Grid, launch: Launch) -> Path:
+    """Run rounds up to ``num-server-rounds`` (continuing a resumed run); returns the
+    results directory."""
+    cfg, split, done = launch.cfg, launch.split, launch.done
     workload = get_workload(cfg.workload)
-    split = split_of(cfg)
-    sizes = partition_sizes(cfg)  # fails early, with advice, if the split is impossible
-    log(INFO, "%d partitions of %s, sizes %d..%d", len(sizes), cfg.dataset, min(sizes), max(sizes))
-
+    log(INFO, "%d partitions of %s, sizes %d..%d", len(launch.sizes), cfg.dataset, min(launch.sizes),
+        max(launch.sizes))
     clients = discover_clients(grid, cfg)
     selection = STRATEGIES[cfg.strategy].from_config(cfg, clients)
     strategy = privacy.wrap(selection, cfg)
-    model = workload.initial_model(cfg, split.spec)
-    done = 0
-    if cfg.resume:
-        checkpoint = load_checkpoint(cfg)
-        done = checkpoint["round"]
-        model.load_state_dict(checkpoint["state_dict"])
-        strategy.load_state_dict(checkpoint["strategy"], done)
-        set_rng_states(checkpoint["rng"])
+    model = launch.model
+    if launch.checkpoint:
+        strategy.load_state_dict(launch.checkpoint["strategy"], done)
         log(INFO, "resuming %s after round %d of %d", cfg.resume, done, cfg.num_server_rounds)
-    results = RunResults(run_dir(cfg), cfg, checkpoint["rows"] if cfg.resume else None)
+    set_rng_states(launch.rng)
+    results = RunResults(run_dir(cfg), cfg, launch.checkpoint["rows"] if launch.checkpoint else None)
     if done >= cfg.num_server_rounds:
         log(INFO, "%s already holds %d rounds: nothing to run", results.directory, done)
         return results.directory
@@ -76,14 +69,14 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         return MetricRecord(metrics)
 
     selection.observers.append(results.observer(strategy.state_dict))  # rounds.csv and the checkpoint
-    config = ConfigRecord(cfg.to_mapping())
+    config = ConfigRecord(cfg.for_clients(KEYS))  # the keys a ClientApp reads, no more
     strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(model.state_dict()),
         num_rounds=cfg.num_server_rounds - done,
         timeout=cfg.round_timeout,
         train_config=config,
-        evaluate_config=ConfigRecord(cfg.to_mapping()),
+        evaluate_config=ConfigRecord(cfg.for_clients(KEYS)),
         evaluate_fn=evaluate,
     )
     log(INFO, "Results: %s", results.directory)
@@ -99,9 +92,9 @@ class OneLineConfigErrors(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ConfigError))
 
 
-def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
-    """A ServerApp whose run config is Flower's run config updated with ``overrides``
-    (how `spikefed run` passes its settings to a programmatic simulation)."""
+def make_server_app(launch: Launch | None = None) -> ServerApp:
+    """A ServerApp that runs ``launch`` (how `spikefed run` hands its prepared run to a
+    programmatic simulation), or, without one, prepares Flower's run config."""
     app = ServerApp()
     flower_logger = logging.getLogger("flwr")
     if not any(isinstance(f, OneLineConfigErrors) for f in flower_logger.filters):
@@ -110,8 +103,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            cfg = load_config({**context.run_config, **(overrides or {})})
-            run_federation(grid, cfg)
+            run_federation(grid, launch or prepare(load_config(context.run_config)))
         except ConfigError as err:
             log(ERROR, "config error: %s", err)
             raise

@@ -23,13 +23,14 @@ from core.protocol import MESSAGE_KEYS
 SERVER_KEYS = {
     "num-server-rounds": at_least(30, 1, meaning="federated rounds"),
     "server-eval": Key(True, meaning="evaluate the global model on the held-out test split each round"),
-    "seed": Key(0, meaning="seeds partitioning, model init, client choice and local training"),
+    "seed": Key(0, meaning="seeds partitioning, model init, client choice and local training", client=True),
     "results-dir": Key("results", meaning="where run folders go"),
     "run-name": Key("", meaning="run folder name; empty = `<strategy>-<dataset>-<partitioner>-seed<seed>-<time>`"),
-    "num-cpus": above(1.0, 0, meaning="Ray CPUs per simulated client (`spikefed run`), torch threads per client"),
+    "num-cpus": above(1.0, 0, meaning="Ray CPUs per simulated client (`spikefed run`), torch threads per client",
+                      client=True),
     "num-gpus": at_least(0.0, 0, meaning=(
         "Ray GPU fraction per simulated client (`spikefed run`); above 0, clients and the server's evaluation run on "
-        "CUDA where torch sees a GPU, else say so in one line and use the CPU")),
+        "CUDA where torch sees a GPU, else say so in one line and use the CPU"), client=True),
     "ray-address": Key("", meaning=(  # empty: a local Ray of the simulation's own
         "a running Ray cluster to join (`auto`, `<host>:<port>`, `ray://<host>:<port>`); empty starts a local Ray "
         "([cluster-and-gpu.md](cluster-and-gpu.md))")),

@@ -11,7 +11,7 @@ from flwr.serverapp import Grid
 
 from data import partition_sizes
 from server import simulation_engine
-from server.config import ConfigError, RunConfig
+from server.config import KEYS, ConfigError, RunConfig
 from strategies import ClientInfo
 
 ASKED_IN_SIMULATION = 64  # nodes queried when the engine's table gives the rest
@@ -68,7 +68,7 @@ def simulated_clients(grid: Grid, cfg: RunConfig, timeout: float) -> dict[int, C
 def ask(grid: Grid, cfg: RunConfig, nodes: list[int], timeout: float) -> dict[int, dict]:
     """Node -> its answer to a `query` (partition-id, num-partitions, num-examples).
     ConfigError when a node's ClientApp fails or was started for other partitions."""
-    record = RecordDict({"config": ConfigRecord(cfg.to_mapping())})
+    record = RecordDict({"config": ConfigRecord(cfg.for_clients(KEYS))})
     messages = [Message(record, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     answers = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):

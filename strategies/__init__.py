@@ -23,7 +23,7 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
 
 # The run-config keys of strategies/ and their cross-key checks.
 KEYS = {"strategy": choice("random", tuple(sorted(STRATEGIES)),
-                          meaning="client-selection strategy (registry in `strategies/`)"),
+                          meaning="client-selection strategy (registry in `strategies/`)", client=True),
         **settings.KEYS,
         **{key: spec for cls in STRATEGIES.values() for key, spec in cls.KEYS.items()}}
 CHECKS = (settings.check, sfedca.check)

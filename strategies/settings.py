@@ -21,7 +21,8 @@ KEYS = {
     "min-train-nodes": at_least(2, 1, meaning="at least this many clients per round (<= `num-partitions`)"),
     "fraction-evaluate": at_least(0.0, 0, 1, meaning="share of clients for federated evaluation (0 = off)"),
     "round-timeout": above(600.0, 0, meaning=(
-        "seconds a round waits for train (and query, evaluate) replies; later ones count as `timeout`")),
+        "seconds a round waits for train (and query, evaluate) replies; later ones count as `timeout`"),
+        client=True),  # a straggler sleeps past it
     "min-valid-replies": at_least(1, 1, meaning=(
         "fewest valid replies a round aggregates; with fewer the global model stays as it was")),
     "fault-crash": share(0.0, meaning=(

@@ -196,17 +196,18 @@ class SFedCA(SelectionStrategy):
             "`sfedca`: m = ceil(factor x k) random candidates per round ([strategies.md](strategies.md))")),
         "sfedca-statistic": choice("output", STATISTICS, meaning=(
             "`sfedca`: what the rule reads: `output` (the output neurons' firing rates) or `class` (class-wise firing"
-            " intensity, the paper's)")),
+            " intensity, the paper's)"), client=True),
         "sfedca-rule": choice("balance", RULES, meaning=(
             "`sfedca`: `balance` (the k candidates whose combined statistic is closest to class-uniform) or "
-            "`top-credit` (the k largest credits, the paper's reconstruction)")),
+            "`top-credit` (the k largest credits, the paper's reconstruction)"), client=True),
         "sfedca-when": choice("after", WHEN, meaning=(
             "`sfedca`: when the rule chooses: `after` (every candidate trains), `before` (a forward-only statistics "
-            "query, only the chosen train) or `cached` (each candidate's last participation)")),
+            "query, only the chosen train) or `cached` (each candidate's last participation)"), client=True),
         "sfedca-dp-epsilon": above(math.inf, 0, meaning=(
             "`sfedca`: local DP of the statistics, epsilon per round per client (`inf` = off; "
-            "[privacy.md](privacy.md))")),
-        "sfedca-dp-delta": above(1e-5, 0, 0.1, meaning="`sfedca`: delta of the statistics' local DP, per round"),
+            "[privacy.md](privacy.md))"), client=True),
+        "sfedca-dp-delta": above(1e-5, 0, 0.1, meaning="`sfedca`: delta of the statistics' local DP, per round",
+                                 client=True),
     }
 
     def __init__(self, *, candidate_factor: float = 2.0, statistic: str = "output", rule: str = "balance",

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from spikingjelly.activation_based import functional
 
 from clients.replies import executor, train_reply

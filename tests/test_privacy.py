@@ -9,7 +9,7 @@ import pytest
 from core import privacy
 from core.config import ConfigError
 from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, firing_metrics
-from server.config import load_config
+from server.config import KEYS, load_config
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 4.0, 16.0])
@@ -78,7 +78,7 @@ def test_flowers_fixed_clipping_around_two_phase_sfedca_clips_each_aggregated_up
     assert isinstance(wrapped, dp.ClientSideFixedClipping if side == "client" else dp.ServerSideFixedClipping)
     grid = LocalGrid(cfg)
     np.random.seed(0)
-    messages = wrapped.configure_train(1, arrays, ConfigRecord(cfg.to_mapping()), grid)
+    messages = wrapped.configure_train(1, arrays, ConfigRecord(cfg.for_clients(KEYS)), grid)
     aggregated, _ = wrapped.aggregate_train(1, grid.send_and_receive(messages))
     uploads = [grid.raw[id(r)] for _, r in grid.sent(UPLOAD)]
     assert len(messages) == 4 and len(uploads) == 2 == len(wrapped.record.selected)  # m = 4 sampled, k = 2 released
@@ -108,7 +108,7 @@ def test_the_probe_compares_each_clients_statistics_with_its_label_histogram():
     assert compare([2.0, 0.0], np.array([1.0, 0.0])) == (1.0, 0.0)
     assert compare([0.0, 1.0], np.array([1.0, 0.0])) == (0.0, 2.0)
     cfg = resolve({"num-partitions": 2, "partitioner": "pathological", "classes-per-client": 1, "local-epochs": 1,
-                   "timesteps": 2, "fraction-train": 0.5, "max-train-samples": 200})
+                   "timesteps": 2, "fraction-train": 0.5, "max-train-samples": 200}).cfg
     frame = probe(cfg, [0, 1], [4.0]).set_index(["round", "statistic", "phase", "epsilon"])
     assert len(frame) == 2 * 2 * 2 * 2
     # one class per client: after local training the output rates point at it; the class-wise

@@ -155,12 +155,12 @@ def test_a_run_with_crashing_straggling_and_corrupt_clients_completes(tmp_path):
     (a one-phase strategy's replies meet the same validator:
     test_no_strategy_aggregates_a_malformed_reply)."""
     strategy = "sfedca"
-    cfg = resolve({
+    launch = resolve({
         "strategy": strategy, "num-partitions": 10, "fraction-train": 1.0, "num-server-rounds": 2,
         "fault-crash": 0.3, "fault-straggle": 0.1, "fault-corrupt": 0.1, "round-timeout": 20, "local-epochs": 1,
         "num-cpus": 0.5, "results-dir": str(tmp_path), "run-name": "faults",
     })
-    directory = simulate(cfg)
+    directory = simulate(launch)
     rows = read_rounds(directory)
     assert [r["round"] for r in rows] == ["1", "2"]
     for row in rows:

@@ -12,14 +12,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, Message
 
 from clients.replies import KEPT_ARRAYS
 from core.config import ConfigError
-from core.protocol import DISCARD, UPLOAD
+from core.protocol import DISCARD, MESSAGE_KEYS, UPLOAD
 from data import load_split, split_of
 from models import get_workload
 from models.classify import recalibrate_batchnorm
 from models.firing import firing_statistics
 from models.spiking_cnn import SpikingCNN
 from strategies.base import ClientInfo
-from server.config import load_config
+from server.config import KEYS, load_config
 from strategies.sfedca import GREEDY_STEPS, SFedCA, balanced_subset, credits, greedy_subset, imbalance, profiles
 from core.protocol import CLASS_AFTER, CLASS_BEFORE, FIRING_AFTER, FIRING_BEFORE, firing_metrics
 
@@ -249,7 +249,7 @@ def federation(**keys):
 
 
 def one_round(strategy, grid, cfg, arrays, server_round=1):
-    messages = strategy.configure_train(server_round, arrays, ConfigRecord(cfg.to_mapping()), grid)
+    messages = strategy.configure_train(server_round, arrays, ConfigRecord(cfg.for_clients(KEYS)), grid)
     return messages, strategy.aggregate_train(server_round, grid.send_and_receive(messages))
 
 
@@ -276,6 +276,16 @@ def test_before_training_the_rule_chooses_on_the_received_models_statistics_and_
     assert aggregated is not None and [c.partition_id for c in strategy.record.selected] == expected
     assert strategy.record.energy["energy-snn"] == pytest.approx(energy(queries) + energy(trains))
     assert energy(queries) > 0
+
+
+def test_messages_carry_only_the_keys_a_clientapp_reads_and_the_clients_train_on_them(task_identity):
+    cfg, strategy, arrays = federation()
+    grid = LocalGrid(cfg)
+    _, (aggregated, _) = one_round(strategy, grid, cfg, arrays)
+    sent = {k for m, _ in grid.log for k in m.content["config"]}
+    assert sent - set(MESSAGE_KEYS) == {name for name, key in KEYS.items() if key.client}
+    assert not sent & {"num-server-rounds", "results-dir", "sfedca-candidate-factor", "fault-crash", "dda-images"}
+    assert aggregated is not None and not any(r.has_error() for _, r in grid.log)  # nothing a client needs is missing
 
 
 def test_top_credit_before_training_is_refused_in_one_line():

@@ -3,10 +3,10 @@
 # student and the same student on real data with the same schedule, 3 seeds; then the
 # ablation at a tenth of the budget (a quarter did not fit the session), 2 seeds. Two runs at a time, one core each
 # (OMP_NUM_THREADS=1), on a 2-core machine.
-#   scripts/dda-measure.sh main|ablation|digits [OUT=results/dda-fmnist]
+#   scripts/dda-measure.sh main|ablation|mixup|digits [OUT=results/dda-fmnist]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: scripts/dda-measure.sh main|ablation|digits [OUT]}
+PART=${1:?usage: scripts/dda-measure.sh main|ablation|mixup|digits [OUT]}
 OUT=${2:-results/dda-fmnist}
 SF=.venv/bin/spikefed
 export OMP_NUM_THREADS=1
@@ -37,8 +37,9 @@ case $PART in
   ablation) run_seeds ablation 0 1 -- "${TENTH[@]}" --variant defaults --variant mode=synthetic \
       --variant mode=no-filter --variant dda-epoch-images=0 --variant dda-augment=crop-flip \
       --variant dda-adversarial-weight=0 --variant dda-rotation-weight=0 ;;
+  mixup) run_seeds mixup 0 1 -- "${TENTH[@]}" --variant defaults --variant dda-mixup=1 --variant dda-mixup=0.4 ;;
   digits) "$SF" dda ablation --dataset digits --seeds 0,1,2 --variant defaults --variant mode=real \
       --set dda-images=2048 --set dda-epochs=10 --set dda-student-steps=100 --set dda-denoiser-epochs=5 \
       --set dda-denoise-steps=20 --set dda-augment=none --out "$OUT/digits" ;;
-  *) echo "unknown part $PART; accepted: main, ablation, digits"; exit 2 ;;
+  *) echo "unknown part $PART; accepted: main, ablation, mixup, digits"; exit 2 ;;
 esac

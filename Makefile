@@ -41,7 +41,7 @@ fashion-mnist:
 	fi
 
 demo: install
-	$(BIN)/spikefed run
+	$(BIN)/spikefed compare demo
 
 # Two workers, each with its own local Ray cluster (tests/conftest.py); tests marked with the
 # same xdist_group (a shared module fixture, Flower's fixed local ports) run on one worker.

@@ -25,6 +25,18 @@ class Rejection(NamedTuple):
     detail: str
 
 
+def error_line(reason: str) -> str:
+    """An error reply's reason in one line: the raised exception's own message. Flower's
+    reason for a ClientApp's exception holds the whole traceback (under Ray, two of them),
+    ending ``... occurred. Message: <the exception's message>'>``."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    if not lines:
+        return "(no reason given)"
+    last = lines[-1]
+    _, found, message = last.rpartition("Message: ")
+    return (message.removesuffix("'>").strip() or last) if found else last
+
+
 def check_train_reply(content: RecordDict, reference: ArrayRecord) -> Rejection | None:
     """Why a train reply cannot be aggregated into ``reference``'s model, or None when it can."""
     if len(content.array_records) != 1 or len(content.metric_records) != 1:

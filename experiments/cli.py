@@ -67,6 +67,10 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+Verbose = Annotated[bool, typer.Option("--verbose", help="Flower's and Ray's output on the console, not in the run's "
+                                       "log.txt")]
+
+
 @app.callback()
 def main() -> None:
     """SpikeFed commands."""
@@ -76,17 +80,19 @@ def main() -> None:
 def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a run-config key (`spikefed config` lists them): "
                                             "--set key=value")] = [],
+    verbose: Verbose = False,
 ) -> None:
     """Run one federated simulation (Flower + Ray) and print where its results are."""
     with config_errors():
         overrides = parse_sets(set_)
-    simulate_and_report(overrides)
+    simulate_and_report(overrides, verbose)
 
 
 @app.command()
 def resume(
     run_folder: Annotated[Path, typer.Argument(help="A run's results folder, e.g. results/<run>")],
     set_: Annotated[list[str], typer.Option("--set", help="num-server-rounds=N to run longer")] = [],
+    verbose: Verbose = False,
 ) -> None:
     """Continue a simulation from its last checkpoint (after a crash, kill or Ctrl-C): the
     same config, from the round after the last complete one."""
@@ -95,7 +101,7 @@ def resume(
         if not recorded.is_file():
             raise ConfigError(f"{str(run_folder)!r} holds no config.json; accepted: a run folder under results/")
         overrides = {**json.loads(recorded.read_text()), **parse_sets(set_), "resume": str(run_folder)}
-    simulate_and_report(overrides)
+    simulate_and_report(overrides, verbose)
 
 
 @app.command()
@@ -124,18 +130,29 @@ def config(
     Console().print(table)
 
 
-def simulate_and_report(overrides: dict) -> None:
-    """Validate, simulate, print the results folder and the final metric."""
+def simulate_and_report(overrides: dict, verbose: bool = False) -> None:
+    """Validate, simulate, print the results folder and the final metric. Flower's output
+    goes to the run's log.txt and the console shows one live line (``verbose``: Flower's
+    output on the console instead, as a grid's cells run)."""
+    from rich.progress import TextColumn, TimeRemainingColumn
+
+    from experiments.live import RoundLine, flower_output_to
     from experiments.simulation import read_rounds, resolve, simulate
     from models import get_workload
+    from server.results import run_dir
 
     with config_errors():
         launch = resolve(overrides)
     start = time.perf_counter()
-    directory = simulate(launch)
+    log = run_dir(launch.cfg) / "log.txt"
+    if verbose:
+        directory = simulate(launch)
+    else:
+        with flower_output_to(log), progress(TimeRemainingColumn(), TextColumn("{task.fields[info]}")) as bars:
+            directory = simulate(launch, [RoundLine(bars, launch.cfg, launch.done)])
     rows = read_rounds(directory)
     if not rows:
-        say("error", f"the run wrote no rounds; see the log above ({directory})")
+        say("error", f"the run wrote no rounds; see {'the log above' if verbose else log}")
         raise typer.Exit(1)
     final = rows[-1]
     print(f"results: {directory.resolve()}")
@@ -144,6 +161,34 @@ def simulate_and_report(overrides: dict) -> None:
     value = f"{float(final[metric]):.4f}" if metric else "not measured"
     print(f"final {(metric or headline[0]).replace('_', ' ')}: {value} after {final['round']} rounds "
           f"({time.perf_counter() - start:.0f} s)")
+
+
+def print_summary(experiment) -> None:
+    """The grid's summary as a table on stdout, one row per strategy and partition (means over
+    seeds), and the path of each partition's curves."""
+    import pandas as pd
+    from rich.table import Table
+
+    path = experiment.directory / "summary.csv"
+    summary = pd.read_csv(path) if path.stat().st_size > 1 else pd.DataFrame()
+    if summary.empty:
+        return
+    metric, several = experiment.metric, summary["partition"].nunique() > 1
+    table = Table(box=None, title=f"{experiment.name}: {metric} (target {experiment.target:g}), mean over "
+                                  f"{summary['seeds'].max()} seed(s); clients' local trainings and spiking energy")
+    for name in (["partition"] if several else []) + ["strategy"]:  # names in full, the figures wrap instead
+        table.add_column(name, no_wrap=True, min_width=max(len(str(v)) for v in summary[name]))
+    for name in ("final", "last 10", "rounds to target", "trained", "mJ to target", "mJ in all"):
+        table.add_column(name)
+    for row in summary.itertuples():
+        rounds, energy = row.rounds_to_target_median, row.energy_to_target_j_mean
+        table.add_row(*([row.partition] if several else []), row.strategy, f"{getattr(row, f'final_{metric}_mean'):.3f}",
+                      f"{getattr(row, f'last10_{metric}_mean'):.3f}", "never" if rounds == float("inf") else f"{rounds:g}",
+                      f"{row.client_updates_mean:.0f}", "-" if energy != energy else f"{energy * 1e3:.2f}",
+                      f"{row.energy_snn_j_mean * 1e3:.2f}")
+    Console().print(table)
+    for partition in sorted(set(summary["partition"])):
+        print(f"curves: {(experiment.directory / f'{metric}-{partition}.png').resolve()}")
 
 
 def _interrupt(_signum, _frame) -> None:
@@ -190,6 +235,7 @@ def compare(
     report = write_report(experiment, command)
     for failure in failures:
         say("failed", failure)
+    print_summary(experiment)
     print(f"results: {experiment.directory.resolve()}")
     print(f"report: {report.resolve()}")
     if failures:

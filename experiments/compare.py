@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from experiments.grid import Cell, Experiment
-from server.config import DEFAULTS, load_config
+from server.config import DEFAULTS, NOT_RESULTS, load_config
 
 DONE = "cell.json"
 
@@ -29,17 +29,16 @@ def cell_dir(cell: Cell) -> Path:
 
 
 def is_complete(cell: Cell) -> bool:
-    """Finished, with the same run config (where the results go aside): a cell whose
-    settings changed since it ran is run again."""
+    """Finished, with the same run config (where the results go and what tracks them aside):
+    a cell whose settings changed since it ran is run again."""
     directory = cell_dir(cell)
     if not (directory / DONE).exists():
         return False
-    where = ("results-dir", "run-name")
     recorded = json.loads((directory / "config.json").read_text())
     # keys added to the platform since the cell ran take their defaults, as they did then
     ran = load_config({k: v for k, v in recorded.items() if k in DEFAULTS}).to_mapping()
-    return {k: v for k, v in ran.items() if k not in where} == {
-        k: v for k, v in cell.config.to_mapping().items() if k not in where}
+    return {k: v for k, v in ran.items() if k not in NOT_RESULTS} == {
+        k: v for k, v in cell.config.to_mapping().items() if k not in NOT_RESULTS}
 
 
 def rounds_written(directory: Path) -> int:
@@ -78,7 +77,7 @@ def run_cell(cell: Cell, on_round: Callable[[int], None] = lambda n: None, poll:
     directory = cell_dir(cell)
     shutil.rmtree(directory, ignore_errors=True)  # an incomplete earlier attempt
     directory.mkdir(parents=True)
-    args = [sys.executable, "-m", "experiments", "run"]
+    args = [sys.executable, "-m", "experiments", "run", "--verbose"]  # Flower's output to the cell's log.txt
     for key, value in cell.config.to_mapping().items():
         args += ["--set", f"{key}={value}"]
     start = time.perf_counter()

@@ -98,7 +98,8 @@ class Experiment:
                     cell_id = f"{strategy}_{partition}_seed{seed}"
                     variant = self.variants.get(strategy, {"strategy": strategy})
                     cfg = load_config({**self.run, **keys, **variant, "seed": seed,
-                                       "results-dir": str(self.directory / "cells"), "run-name": cell_id})
+                                       "results-dir": str(self.directory / "cells"), "run-name": cell_id,
+                                       "tracking-run": f"{strategy}/{partition}/seed{seed}"})
                     out.append(Cell(strategy, partition, seed, cfg))
         return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from server.app import make_server_app
 from server.config import ConfigError, load_config
 from server.launch import Launch, prepare
 from server.results import run_dir
+from strategies.accounting import Observer
 
 
 class NoRunSimulationDeprecation(logging.Filter):
@@ -42,7 +44,7 @@ def resolve(overrides: dict[str, Any]) -> Launch:
     return prepare(cfg)
 
 
-def simulate(launch: Launch) -> Path:
+def simulate(launch: Launch, observers: Sequence[Observer] = ()) -> Path:
     """Run ``launch`` (from :func:`resolve`) with one virtual SuperNode per partition, on a local Ray or on the Ray
     cluster ``ray-address`` names (Flower's Ray backend places the ClientApp actors across
     its nodes, ``num-cpus`` / ``num-gpus`` each); returns the results dir."""
@@ -56,7 +58,7 @@ def simulate(launch: Launch) -> Path:
         # few cores their every wake-up then stalls a multi-threaded torch step in an actor
         init_args["_system_config"] = {"worker_niceness": 0}
     run_simulation(
-        server_app=make_server_app(launch),
+        server_app=make_server_app(launch, observers),
         client_app=client_app,
         num_supernodes=cfg.num_partitions,
         backend_config={

@@ -9,6 +9,7 @@ clients in every message's config record.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,8 +17,10 @@ from typing import Any
 import data
 import models
 import strategies
-from core.config import ConfigError, Key, RunConfig, above, at_least, load
+from core.config import ConfigError, Key, RunConfig, above, at_least, choice, load
 from core.protocol import MESSAGE_KEYS
+
+TRACKERS = ("none", "tensorboard", "mlflow")  # server/tracking.py
 
 # The server's own keys (the rest are declared by data/, models/ and strategies/).
 SERVER_KEYS = {
@@ -34,10 +37,21 @@ SERVER_KEYS = {
     "ray-address": Key("", meaning=(  # empty: a local Ray of the simulation's own
         "a running Ray cluster to join (`auto`, `<host>:<port>`, `ray://<host>:<port>`); empty starts a local Ray "
         "([cluster-and-gpu.md](cluster-and-gpu.md))")),
+    "tracking": choice("none", TRACKERS, meaning=(
+        "log each round's scalars and the run config to `tensorboard` (`<results-dir>/tensorboard/`) or `mlflow` "
+        "(a local SQLite store, `<results-dir>/mlflow.db`) as the run goes ([tracking.md](tracking.md))")),
+    "tracking-run": Key("", meaning=(
+        "the run's name in the tracker; empty = `run-name` (`spikefed compare` names each cell "
+        "`<strategy>/<partition>/seed<k>`)")),
+    "tracking-uri": Key("", meaning=(
+        "`tracking=mlflow`: the MLflow tracking URI; empty = `sqlite:///<results-dir>/mlflow.db`")),
     "resume": Key("", meaning=(
         "a run folder to continue from its `checkpoint.pt` (`spikefed resume` sets it; with `flwr run`, pass it with "
         "the run's config)")),
 }
+
+# Keys that do not change what a run computes: a grid's complete cells stay complete when they change.
+NOT_RESULTS = ("results-dir", "run-name", "tracking", "tracking-run", "tracking-uri")
 
 KEYS: dict[str, Key] = {**strategies.KEYS, **models.KEYS, **data.KEYS, **SERVER_KEYS}
 # Same values as [tool.flwr.app.config] in pyproject.toml (a test keeps them equal).
@@ -56,7 +70,13 @@ def _check_ray_address(cfg: RunConfig) -> None:
                           "auto, <host>:<port> (the head's GCS port) or ray://<host>:<port>")
 
 
-CHECKS = (*strategies.CHECKS, *models.CHECKS, _check_evaluation, _check_ray_address)
+def _check_tracking(cfg: RunConfig) -> None:
+    if cfg.tracking == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("tracking='mlflow' needs MLflow: pip install 'spikefed[tracking]' (mlflow-skinny, sqlalchemy, "
+                          "alembic); accepted otherwise: tracking=tensorboard or none")
+
+
+CHECKS = (*strategies.CHECKS, *models.CHECKS, _check_evaluation, _check_ray_address, _check_tracking)
 
 
 def clients_per_round(cfg: RunConfig) -> int:

@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from core.validation import error_line
 from data import partition_sizes
 from server import simulation_engine
 from server.config import KEYS, ConfigError, RunConfig
@@ -74,7 +75,7 @@ def ask(grid: Grid, cfg: RunConfig, nodes: list[int], timeout: float) -> dict[in
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
-            raise ConfigError(f"the client on node {node} failed to start: {reply.error.reason}")
+            raise ConfigError(f"the client on node {node} failed to start: {error_line(reply.error.reason)}")
         info = reply.content["info"]
         if info["num-partitions"] != cfg.num_partitions:
             raise ConfigError(

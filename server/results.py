@@ -20,7 +20,7 @@ from models import test_metrics
 from server.config import ConfigError, RunConfig, load_config
 
 if TYPE_CHECKING:
-    from strategies.accounting import RoundRecord
+    from strategies.accounting import Observer, RoundRecord
 
 
 def test_columns() -> list[str]:
@@ -42,11 +42,18 @@ def counts(values) -> str:
     return " ".join(f"{v}:{n}" for v, n in sorted(Counter(values).items()))
 
 
-def round_row(record: RoundRecord, cfg: RunConfig, previous: Mapping[str, Any]) -> dict[str, Any]:
-    """rounds.csv's row of a round's ``record`` (``previous``: the row before, for the running sums)."""
+def round_metrics(record: RoundRecord, cfg: RunConfig) -> dict[str, Any]:
+    """The new global model's test metrics: the server's evaluation, else (``server-eval=false``)
+    the clients' federated one."""
     metrics = dict(record.server_metrics or {})
     if not cfg.server_eval and record.evaluate_metrics is not None:
-        metrics = {**metrics, **record.evaluate_metrics}
+        metrics |= dict(record.evaluate_metrics)
+    return metrics
+
+
+def round_row(record: RoundRecord, cfg: RunConfig, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """rounds.csv's row of a round's ``record`` (``previous``: the row before, for the running sums)."""
+    metrics = round_metrics(record, cfg)
     train = dict(record.train_metrics or {})
     energy = {f"energy_{kind}_j": record.energy[f"energy-{kind}"] for kind in ("snn", "ann")}
     return {
@@ -159,7 +166,7 @@ class RunResults:
         with self.rounds_csv.open("a", newline="") as f:
             csv.writer(f).writerow(values)
 
-    def observer(self, strategy_state: Callable[[], dict]) -> Callable[[RoundRecord, ArrayRecord], None]:
+    def observer(self, strategy_state: Callable[[], dict]) -> Observer:
         """A strategy observer: each round's row appended, then the checkpoint written (with
         ``strategy_state()``)."""
         def observe(record: RoundRecord, arrays: ArrayRecord) -> None:

@@ -87,6 +87,9 @@ def summarise_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     return MetricRecord({k: float(np.mean(v)) if isinstance(v, list) else v for k, v in averaged.items()})
 
 
+Observer = Callable[[RoundRecord, ArrayRecord], None]  # given each round's record and the new global weights
+
+
 def recorded(strategy: SelectionStrategy, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None
              ) -> Callable[[int, ArrayRecord], MetricRecord | None]:
     """``evaluate_fn`` (Flower calls it after each round, and on the initial model as round

@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import FedAvg
 from core import faults
 from core.config import Key, RunConfig
 from core.protocol import SERVER_ROUND, TWO_PHASE_KEY
-from strategies.accounting import RoundRecord, recorded, summarise_train_metrics
+from strategies.accounting import Observer, RoundRecord, recorded, summarise_train_metrics
 from strategies.messaging import RoundMessaging
 from strategies.settings import Reliability, clients_per_round
 
@@ -80,7 +80,7 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 2,
                  min_evaluate_nodes: int = 2, min_available_nodes: int = 2, *, seed: int = 0,
                  clients: dict[int, ClientInfo] | None = None, reliability: Reliability | None = None,
-                 observers: Iterable[Callable[[RoundRecord, ArrayRecord], None]] = (), **kwargs: Any) -> None:
+                 observers: Iterable[Observer] = (), **kwargs: Any) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", summarise_train_metrics)
         super().__init__(fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes,
                          min_available_nodes, **kwargs)

@@ -43,7 +43,7 @@ from core.protocol import (
     TWO_PHASE_KEY,
     UPLOAD,
 )
-from core.validation import Rejection, check_statistics_reply, check_train_reply
+from core.validation import Rejection, check_statistics_reply, check_train_reply, error_line
 
 if TYPE_CHECKING:
     from strategies.base import ClientInfo
@@ -120,7 +120,7 @@ class RoundMessaging:
         for reply in self.exchange(messages):
             client = self.client(reply.metadata.src_node_id)
             if reply.has_error() or "info" not in reply.content.metric_records:
-                reason = reply.error.reason if reply.has_error() else "no MetricRecord 'info' in the reply"
+                reason = error_line(reply.error.reason) if reply.has_error() else "no MetricRecord 'info' in the reply"
                 self.say_once("query", "a client did not answer the query (%s); see docs/protocol.md", reason)
                 log(INFO, "client %d did not answer the query", client.partition_id)
             else:
@@ -144,7 +144,7 @@ class RoundMessaging:
             client = self.client(msg.metadata.src_node_id)
             replied.add(client.node_id)
             if msg.has_error():
-                rejection = Rejection("error", msg.error.reason)
+                rejection = Rejection("error", error_line(msg.error.reason))
             elif weights or (weights is None and msg.content.array_records):
                 rejection = check_train_reply(msg.content, self._global_arrays)
             else:

@@ -177,7 +177,7 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
     plots and report. Runs repeat exactly for a seed (tests/test_reliability.py), so a
     resumed grid equals an uninterrupted one once complete cells are kept as they are."""
     sets = ["--set", f"strategies={','.join(sorted(STRATEGIES))}", "--set", "num-server-rounds=2",
-            "--set", "local-epochs=1"]
+            "--set", "local-epochs=1", "--set", "tracking=tensorboard"]
     experiment = load_experiment(SMOKE, {"results-dir": str(tmp_path), "strategies": ",".join(sorted(STRATEGIES)),
                                          "num-server-rounds": "2"})
     cells = [tmp_path / "smoke" / "cells" / c.id for c in experiment.cells()]
@@ -196,7 +196,7 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
     listing, _ = finish(compare(*sets, "--dry-run", results=tmp_path))
     assert f"{cells[0].name}\tcomplete" in listing and f"{cells[1].name}\tto run" in listing
 
-    _, err = finish(compare(*sets, results=tmp_path))
+    out_text, err = finish(compare(*sets, results=tmp_path))
     assert f"1 of {len(cells)} cells already complete" in err
     assert (cells[0] / "cell.json").stat().st_mtime_ns == finished_at  # not run again
 
@@ -221,6 +221,20 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
         assert height > 100 and width > 100
     report = (out / "report.md").read_text()
     assert "| partition" in report and all(f"({p.name})" in report for p in pngs)
+    # the command ends with the summary, one row per strategy, and where the curves are
+    assert all(strategy in out_text for strategy in experiment.strategies), out_text
+    # each cell is its own TensorBoard run, named <strategy>/<partition>/seed<k>, one scalar per round
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for cell in experiment.cells():
+        events = EventAccumulator(str(out / "cells" / "tensorboard" / cell.strategy / cell.partition / "seed0"))
+        events.Reload()
+        rows = read_rounds(out / "cells" / cell.id)
+        assert [(e.step, round(e.value, 6)) for e in events.Scalars("test_accuracy")] == [
+            (int(r["round"]), round(float(r["test_accuracy"]), 6)) for r in rows]
+        assert {"energy_snn_j", "uplink_bytes", "clients_aggregated", "firing_rate/net.lif_out"} <= set(
+            events.Tags()["scalars"])
+    assert f"curves: {(out / f'accuracy-{next(iter(experiment.partitions))}.png').resolve()}" in out_text
 
 
 def test_a_metric_a_workload_declares_gets_its_column_and_is_an_experiment_metric(monkeypatch, tmp_path):

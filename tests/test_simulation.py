@@ -19,8 +19,8 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def spikefed_run(settings: dict, timeout=300, env=None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "experiments", "run"]
+def spikefed_run(settings: dict, timeout=300, env=None, options=()) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "experiments", "run", *options]
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
@@ -62,6 +62,31 @@ def test_simulation_on_a_two_node_ray_cluster_writes_results_with_clients_on_bot
     hosts = {where.split("/")[0] for row in rows for where in row["executors"].split()}
     assert len(hosts) == 2 and all(h.startswith("ray-") for h in hosts), [r["executors"] for r in rows]
     assert (run / "config.json").exists() and (run / "checkpoint.pt").exists()
+
+
+def test_a_run_shows_a_live_line_and_one_line_per_failing_client_and_logs_flowers_output(tiny):
+    """Quiet by default: Flower's and Ray's INFO output in the run's log.txt, on the console
+    the live line, a rejected reply's one line and the results; `--verbose` restores Flower's output."""
+    quiet = spikefed_run({**tiny, "fault-crash": 0.5, "run-name": "quiet", "tracking": "mlflow"})
+    console = (quiet.stdout + quiet.stderr).splitlines()
+    rejected = [line for line in console if "rejected (error)" in line]
+    assert rejected and all(line.endswith("injected crash (fault-crash)") for line in rejected)
+    assert len(console) <= len(rejected) + 6 and "Traceback" not in quiet.stderr, console
+    log = (results_of(quiet) / "log.txt").read_text()
+    assert "Starting RandomSelection strategy" in log and "round 2/2: accuracy" in log and "Traceback" in log
+    from mlflow.tracking import MlflowClient  # tracked as it went: MLflow's own client reads it back
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path(tiny['results-dir']).resolve() / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(tiny["results-dir"]).experiment_id])
+    rows = read_rounds(results_of(quiet))
+    assert run.info.run_name == "quiet" and run.data.params["fault-crash"] == "0.5"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test_accuracy")] == [
+        (int(r["round"]), float(r["test_accuracy"])) for r in rows]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "clients_rejected")] == [
+        float(len(r["rejected_clients"].split())) for r in rows]
+    verbose = spikefed_run({**tiny, "run-name": "verbose"}, options=["--verbose"])
+    assert "Starting RandomSelection strategy" in verbose.stderr and "round 1/2: accuracy" in verbose.stderr
+    assert not (results_of(verbose) / "log.txt").exists()
 
 
 def test_federated_evaluation_fills_the_accuracy_column(tiny):

@@ -1,6 +1,7 @@
 """The wheel is what a user installs: built from this checkout, installed (not editable)
 into a fresh venv, it must run a federation from another folder, shipped experiments included."""
 
+import os
 import shutil
 import site
 import subprocess
@@ -33,14 +34,17 @@ def test_wheel_installs_and_runs_a_round_outside_the_checkout(tmp_path):
 
     work = tmp_path / "elsewhere"
     work.mkdir()
+    # Flower's Ray backend sets PYTHONPATH to its sys.path, this checkout included, in the process of an
+    # in-process simulation (flwr raybackend.init_ray); a later test of that worker would inherit it
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     imported = subprocess.run([venv / "bin" / "python", "-c", "import models.dda, server.app; print(server.app.__file__)"],
-                              cwd=work, check=True, capture_output=True, text=True).stdout
+                              cwd=work, check=True, capture_output=True, text=True, env=env).stdout
     assert str(venv_site) in imported
     run = subprocess.run([venv / "bin" / "spikefed", "run", "--set", "num-server-rounds=1", "--set", "num-partitions=2",
                           "--set", "local-epochs=1", "--set", "run-name=wheel"],
-                         cwd=work, capture_output=True, text=True, timeout=300, check=False)
+                         cwd=work, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert len((work / "results" / "wheel" / "rounds.csv").read_text().splitlines()) == 2  # header + round 1
     listed = subprocess.run([venv / "bin" / "spikefed", "compare", "smoke", "--dry-run"], cwd=work,
-                            capture_output=True, text=True, timeout=120, check=False)
+                            capture_output=True, text=True, timeout=120, check=False, env=env)
     assert listed.returncode == 0 and "cells" in listed.stdout, listed.stderr[-2000:]

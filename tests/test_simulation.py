@@ -66,7 +66,7 @@ def test_simulation_on_a_two_node_ray_cluster_writes_results_with_clients_on_bot
 
 def test_a_run_shows_a_live_line_and_one_line_per_failing_client_and_logs_flowers_output(tiny):
     """Quiet by default: Flower's and Ray's INFO output in the run's log.txt, on the console
-    the live line, a rejected reply's one line and the results; `--verbose` restores Flower's output."""
+    the live line, a rejected reply's one line and the results (`--verbose`: the next test)."""
     quiet = spikefed_run({**tiny, "fault-crash": 0.5, "run-name": "quiet", "tracking": "mlflow"})
     console = (quiet.stdout + quiet.stderr).splitlines()
     rejected = [line for line in console if "rejected (error)" in line]
@@ -84,14 +84,13 @@ def test_a_run_shows_a_live_line_and_one_line_per_failing_client_and_logs_flower
         (int(r["round"]), float(r["test_accuracy"])) for r in rows]
     assert [m.value for m in client.get_metric_history(run.info.run_id, "clients_rejected")] == [
         float(len(r["rejected_clients"].split())) for r in rows]
-    verbose = spikefed_run({**tiny, "run-name": "verbose"}, options=["--verbose"])
-    assert "Starting RandomSelection strategy" in verbose.stderr and "round 1/2: accuracy" in verbose.stderr
-    assert not (results_of(verbose) / "log.txt").exists()
 
 
-def test_federated_evaluation_fills_the_accuracy_column(tiny):
+def test_federated_evaluation_fills_the_accuracy_column_and_verbose_keeps_flowers_output_on_the_console(tiny):
     proc = spikefed_run({**tiny, "server-eval": "false", "fraction-evaluate": 1.0,
-                         "partitioner": "pathological", "run-name": "fedeval"})
+                         "partitioner": "pathological", "run-name": "fedeval"}, options=["--verbose"])
+    assert "Starting RandomSelection strategy" in proc.stderr and "round 1/2: accuracy" in proc.stderr
+    assert not (results_of(proc) / "log.txt").exists()
     rows = read_rounds(results_of(proc))
     assert len(rows) == 2
     assert all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)

@@ -4,7 +4,6 @@ metric), and what `spikefed run`'s live view shows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from logging import INFO
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ from server.config import RunConfig
 from server.results import round_metrics
 
 if TYPE_CHECKING:
-    from strategies.accounting import RoundRecord
+    from strategies.accounting import Observer, RoundRecord
 
 
 def summary(record: RoundRecord, cfg: RunConfig) -> str:
@@ -31,7 +30,7 @@ def summary(record: RoundRecord, cfg: RunConfig) -> str:
     return ", ".join(parts)
 
 
-def logged(cfg: RunConfig) -> Callable[[RoundRecord, ArrayRecord], None]:
+def logged(cfg: RunConfig) -> Observer:
     """A strategy observer that logs each round's :func:`summary` at INFO."""
     def observe(record: RoundRecord, arrays: ArrayRecord) -> None:
         log(INFO, "round %d/%d: %s", record.server_round, cfg.num_server_rounds, summary(record, cfg))

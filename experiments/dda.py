@@ -18,7 +18,7 @@ from models.ann_resnet import AnnResNet  # noqa: E402
 from models.dda.distill import accuracy  # noqa: E402
 from models.dda.networks import build_student  # noqa: E402
 from models.dda.pipeline import DDAResult, run_dda  # noqa: E402
-from models.dda.workload import load_checkpoint  # noqa: E402
+from models.workloads.dda import load_checkpoint  # noqa: E402
 from models.device import torch_device  # noqa: E402
 from server.config import ConfigError, RunConfig, load_config  # noqa: E402
 

@@ -1,12 +1,13 @@
-"""Spiking networks and the workload registry (what a client trains)."""
+"""Spiking networks and the workload registry (what a client trains: `workloads/`)."""
 
 from core.config import choice, read_by_clients
-from models import device, esvae_workload, workload
-from models.classify import ClassifyWorkload
-from models.dda import workload as dda_workload
-from models.dda.workload import DDAWorkload
-from models.esvae_workload import ESVAEWorkload
-from models.workload import Workload
+from models import device
+# Aliased: `models.dda` and `models.esvae` are the networks' modules.
+from models.workloads import base as workload_base, dda as dda_workload, esvae as esvae_workload
+from models.workloads.base import Workload
+from models.workloads.classify import ClassifyWorkload
+from models.workloads.dda import DDAWorkload
+from models.workloads.esvae import ESVAEWorkload
 
 WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAEWorkload(), "dda": DDAWorkload()}
 
@@ -15,7 +16,7 @@ WORKLOADS: dict[str, Workload] = {"classify": ClassifyWorkload(), "esvae": ESVAE
 # starting student, which the ServerApp loads.
 KEYS = {**read_by_clients({"workload": choice("classify", tuple(sorted(WORKLOADS)),
                                                meaning="what clients train (registry in `models/`)"),
-                           **workload.KEYS, **device.KEYS, **esvae_workload.KEYS}),
+                           **workload_base.KEYS, **device.KEYS, **esvae_workload.KEYS}),
         **dda_workload.KEYS}
 CHECKS = (dda_workload.check,)
 

@@ -239,7 +239,7 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
 
 def test_a_metric_a_workload_declares_gets_its_column_and_is_an_experiment_metric(monkeypatch, tmp_path):
     from models import WORKLOADS
-    from models.classify import ClassifyWorkload
+    from models.workloads.classify import ClassifyWorkload
     from server.config import load_config
     from server.results import RunResults
 

@@ -12,7 +12,7 @@ from diffusers import DDIMPipeline, DDIMScheduler
 from data import load_split
 from models.ann_cnn import AnnCNN, train_classifier
 from models.dda.augment import SDEditAugmenter, small_unet
-from models.classify import ClassifyWorkload
+from models.workloads.classify import ClassifyWorkload
 from models.dda.distill import Distiller, KDOptions, accuracy
 from models.dda.filtering import cosine_keep, keep, label_keep
 from models.dda.networks import build_student, logits

@@ -15,7 +15,7 @@ from core.config import ConfigError
 from core.protocol import DISCARD, MESSAGE_KEYS, UPLOAD
 from data import load_split, split_of
 from models import get_workload
-from models.classify import recalibrate_batchnorm
+from models.workloads.classify import recalibrate_batchnorm
 from models.firing import firing_statistics
 from models.spiking_cnn import SpikingCNN
 from strategies.base import ClientInfo

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from models.classify import ClassifyWorkload
+from models.workloads.classify import ClassifyWorkload
 from models.dda.distill import OPTIMIZERS
 from models.dda.filtering import FILTERS
 from models.dda.generator import SYNTHESES

@@ -15,7 +15,7 @@ from core.config import at_least, choice
 from models.esvae import ESVAE
 from models.mmd import KERNELS
 from models.device import model_device, torch_device
-from models.workload import Data, Workload
+from models.workloads.base import Data, Workload
 
 if TYPE_CHECKING:
     from data import DatasetSpec

@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional
 
 from models.spiking_cnn import SpikingCNN
 from models.device import model_device, torch_device
-from models.workload import Data, Workload
+from models.workloads.base import Data, Workload
 
 if TYPE_CHECKING:
     from pathlib import Path

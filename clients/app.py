@@ -23,8 +23,8 @@ from clients import faults
 from clients.replies import discard_reply, query_reply, statistics_metrics, train_reply, upload_reply
 from core import privacy
 from core.config import RunConfig
-from core.protocol import (CLIPPING_NORM, COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, QUERY_STATISTICS,
-                           SERVER_ROUND)
+from core.protocol import (CLIPPING_NORM, COMPUTE_SECONDS, FAULT_KEY, MESSAGE_KEYS, NUM_EXAMPLES, PROXIMAL_MU,
+                           QUERY_STATISTICS, SERVER_ROUND)
 from data import client_test_data, client_train_data, split_of
 from models import get_workload
 from models.device import model_device
@@ -58,10 +58,11 @@ def _model(cfg: RunConfig) -> torch.nn.Module:
     return get_workload(cfg.workload).build_model(cfg, split_of(cfg).spec)
 
 
-def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round: int
+def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round: int, proximal_mu: float = 0.0
                  ) -> tuple[dict[str, torch.Tensor], dict]:
     """Client ``pid``'s round: firing statistics of the received model on its data, local
-    training, the statistics again; returns the trained weights and the reply's metrics."""
+    training (FedProx's term with ``proximal_mu``), the statistics again; returns the
+    trained weights and the reply's metrics."""
     start = time.perf_counter()
     workload = get_workload(cfg.workload)
     local = client_train_data(cfg, pid)
@@ -70,7 +71,7 @@ def local_update(cfg: RunConfig, pid: int, model: torch.nn.Module, server_round:
     seed = cfg.seed * 1_000_003 + server_round * 1_009 + pid
     torch.manual_seed(seed)
     before = workload.firing_statistics(model, local, cfg, num_classes)
-    metrics = workload.train(model, local, cfg, seed)
+    metrics = workload.train(model, local, cfg, seed, proximal_mu)
     after = workload.firing_statistics(model, local, cfg, num_classes)
     n = len(local[1])
     metrics = {
@@ -125,7 +126,8 @@ def train(msg: Message, context: Context) -> Message:
     faults.before_training(fault, cfg.round_timeout)
     server_round = int(msg.content["config"][SERVER_ROUND])
     model = _global_model(msg, cfg)
-    arrays, metrics = local_update(cfg, pid, model, server_round)
+    arrays, metrics = local_update(cfg, pid, model, server_round,
+                                   float(msg.content["config"].get(PROXIMAL_MU, 0.0)))
     if CLIPPING_NORM in msg.content["config"]:  # Flower's client-side DP: clip what is kept or sent
         norm = float(msg.content["config"][CLIPPING_NORM])
         arrays = privacy.clip_update(ArrayRecord(arrays), msg.content["arrays"], norm).to_torch_state_dict()

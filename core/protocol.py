@@ -13,6 +13,9 @@ them, firing statistics (see ``docs/protocol.md``):
 - ``energy-snn`` / ``energy-ann``: joules the client estimates for its local work (optional);
 - ``compute-seconds``: wall seconds its local work took (optional; summed per round).
 
+A train config may carry Flower's FedProx key ``proximal-mu``: the client adds
+mu/2 ||w - w_t||^2 to its local loss, w_t the received weights.
+
 A train config with ``two-phase = true`` asks the client to keep its trained weights and
 reply with the MetricRecord only; an ``UPLOAD`` message for the same ``server-round``
 then asks for the weights; a ``DISCARD`` message tells a candidate that was not chosen to
@@ -45,7 +48,8 @@ TWO_PHASE_KEY = "two-phase"  # train config: reply with metrics only, keep the w
 FAULT_KEY = "fault"  # train config: the fault a client is told to inject (empty = behave)
 QUERY_STATISTICS = "query-statistics"  # query config: reply with the model's firing statistics, not its loss
 CLIPPING_NORM = "clipping_norm"  # train config (Flower's client-side DP): clip the update to this L2 norm
-MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY, QUERY_STATISTICS, CLIPPING_NORM)  # server-added config keys
+PROXIMAL_MU = "proximal-mu"  # train config (Flower's FedProx): weight of the proximal term in the local loss
+MESSAGE_KEYS = (SERVER_ROUND, TWO_PHASE_KEY, FAULT_KEY, QUERY_STATISTICS, CLIPPING_NORM, PROXIMAL_MU)  # server-added
 
 UPLOAD = f"{MessageType.TRAIN}.upload"  # second phase: a chosen client sends the weights it kept
 DISCARD = f"{MessageType.TRAIN}.discard"  # second phase: a candidate not chosen drops the weights it kept

@@ -67,8 +67,8 @@ def bare_rounds(cfg: RunConfig) -> list[float]:
     workload = get_workload(cfg.workload)
     split = split_of(cfg)
     clients = {pid: ClientInfo(pid, pid, n) for pid, n in enumerate(partition_sizes(cfg))}
-    strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients)
     model = workload.initial_model(cfg, split.spec)
+    strategy = STRATEGIES[cfg.strategy].from_config(cfg, clients, [name for name, _ in model.named_buffers()])
     state = model.state_dict()
     times = []
     for server_round in range(1, cfg.num_server_rounds + 1):

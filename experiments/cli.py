@@ -178,12 +178,16 @@ def print_summary(experiment) -> None:
                                   f"{summary['seeds'].max()} seed(s); clients' local trainings and spiking energy")
     for name in (["partition"] if several else []) + ["strategy"]:  # names in full, the figures wrap instead
         table.add_column(name, no_wrap=True, min_width=max(len(str(v)) for v in summary[name]))
-    for name in ("final", "last 10", "rounds to target", "trained", "mJ to target", "mJ in all"):
+    clock = "sim_seconds_mean" in summary and summary["sim_seconds_mean"].notna().any()  # devices on
+    for name in ("final", "last 10", "rounds to target", *(["sim s to target"] if clock else []), "trained",
+                 "mJ to target", "mJ in all"):
         table.add_column(name)
     for row in summary.itertuples():
         rounds, energy = row.rounds_to_target_median, row.energy_to_target_j_mean
+        seconds = row.sim_seconds_to_target_mean if clock else 0.0
         table.add_row(*([row.partition] if several else []), row.strategy, f"{getattr(row, f'final_{metric}_mean'):.3f}",
                       f"{getattr(row, f'last10_{metric}_mean'):.3f}", "never" if rounds == float("inf") else f"{rounds:g}",
+                      *([("-" if seconds != seconds else f"{seconds:.0f}")] if clock else []),
                       f"{row.client_updates_mean:.0f}", "-" if energy != energy else f"{energy * 1e3:.2f}",
                       f"{row.energy_snn_j_mean * 1e3:.2f}")
     Console().print(table)

@@ -56,6 +56,9 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
         reached = rounds_to_target(values, experiment.target, experiment.higher_is_better)
         energy = frame["energy_snn_j"].cumsum().to_numpy(dtype=float) if "energy_snn_j" in frame else None
         traffic = (frame["uplink_bytes"] + frame["downlink_bytes"]).cumsum().to_numpy(dtype=float)
+        # devices on: the simulated clock (strategies/devices.py)
+        clock = (frame["sim_seconds"].cumsum().to_numpy(dtype=float)
+                 if "sim_seconds" in frame and frame["sim_seconds"].notna().all() else None)
         cells.append({
             "strategy": cell.strategy, "partition": cell.partition, "seed": cell.seed,
             f"final_{m}": values[-1], f"last10_{m}": values[-10:].mean(),
@@ -65,6 +68,8 @@ def collect_runs(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
             # the clients' spiking energy spent until the target was first reached
             "energy_to_target_j": energy[reached - 1] if reached and energy is not None else np.nan,
             "bytes_to_target": traffic[reached - 1] if reached else np.nan,  # uplink + downlink
+            "sim_seconds": clock[-1] if clock is not None else np.nan,
+            "sim_seconds_to_target": clock[reached - 1] if reached and clock is not None else np.nan,
             "wall_seconds": json.loads((directory / DONE).read_text())["wall_seconds"],
         })
     runs = pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame(columns=run_columns())
@@ -90,7 +95,7 @@ def summarise(cells: pd.DataFrame, metric: str = "accuracy", order: Sequence[str
         row["reached"] = f"{len(reached)}/{len(group)}"
         for key in TOTALS:
             row[f"{key}_mean"] = group[key].mean() if key in group else np.nan
-        for key in ("energy_to_target_j", "bytes_to_target"):
+        for key in ("energy_to_target_j", "bytes_to_target", "sim_seconds", "sim_seconds_to_target"):
             values = group[key].dropna() if key in group else pd.Series(dtype=float)
             row[f"{key}_mean"] = values.mean() if len(values) else np.nan
         row["wall_seconds_mean"] = group["wall_seconds"].mean()
@@ -180,6 +185,9 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str:
         "energy ANN J": summary["energy_ann_j_mean"].round(3),
         "wall s": summary["wall_seconds_mean"].round(1),
     })
+    if summary["sim_seconds_mean"].notna().any():  # devices on: simulated time beside rounds
+        table.insert(6, "sim s to target", summary["sim_seconds_to_target_mean"].round(1))
+        table.insert(7, "sim s", summary["sim_seconds_mean"].round(1))
     return table.to_markdown(index=False)
 
 

@@ -44,9 +44,9 @@ def run_federation(grid: Grid, launch: Launch, observers: Sequence[Observer] = (
     log(INFO, "%d partitions of %s, sizes %d..%d", len(launch.sizes), cfg.dataset, min(launch.sizes),
         max(launch.sizes))
     clients = discover_clients(grid, cfg)
-    selection = STRATEGIES[cfg.strategy].from_config(cfg, clients)
-    strategy = privacy.wrap(selection, cfg)
     model = launch.model
+    selection = STRATEGIES[cfg.strategy].from_config(cfg, clients, [name for name, _ in model.named_buffers()])
+    strategy = privacy.wrap(selection, cfg)
     if launch.checkpoint:
         strategy.load_state_dict(launch.checkpoint["strategy"], done)
         log(INFO, "resuming %s after round %d of %d", cfg.resume, done, cfg.num_server_rounds)

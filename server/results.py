@@ -34,7 +34,7 @@ def columns() -> list[str]:
             "rejections", "injected_faults", "model_updated", "scores", *test_columns(), "student_accuracy",
             "train_loss", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j", "energy_ann_j",
             "energy_snn_j_cumulative", "energy_ann_j_cumulative", "executors", "client_seconds", "eval_seconds",
-            "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
+            "seconds", "sim_seconds", "sim_seconds_cumulative", "dp_statistics_epsilon", "dp_model_epsilon"]
 
 
 def counts(values) -> str:
@@ -79,6 +79,10 @@ def round_row(record: RoundRecord, cfg: RunConfig, previous: Mapping[str, Any]) 
         "client_seconds": round(record.compute_seconds, 3),
         "eval_seconds": round(record.eval_seconds, 3),
         "seconds": round(record.seconds, 3),
+        # devices on: the round's critical path on the clients' devices, and its running sum
+        **({"sim_seconds": "", "sim_seconds_cumulative": ""} if record.sim_seconds is None else {
+            "sim_seconds": f"{record.sim_seconds:.6g}",
+            "sim_seconds_cumulative": f"{float(previous.get('sim_seconds_cumulative') or 0.0) + record.sim_seconds:.6g}"}),
         **{f"dp_{kind}_epsilon": "" if value is None else f"{value:.6g}"
            for kind, value in (("statistics", record.statistics_epsilon), ("model", record.model_epsilon))},
     }

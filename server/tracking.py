@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 # rounds.csv's columns that are not scalars of a round
 NOT_SCALARS = {"round", "strategy", "selected_clients", "selected_nodes", "rejected_clients", "rejections",
-               "injected_faults", "scores", "executors", "energy_snn_j_cumulative", "energy_ann_j_cumulative"}
+               "injected_faults", "scores", "executors", "energy_snn_j_cumulative", "energy_ann_j_cumulative",
+               "sim_seconds_cumulative"}
 
 
 def scalars(record: RoundRecord, cfg: RunConfig) -> dict[str, float]:

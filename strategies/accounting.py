@@ -21,19 +21,25 @@ if TYPE_CHECKING:
     from strategies.base import ClientInfo, SelectionStrategy
 
 
-def message_bytes(messages: Iterable[Message]) -> int:
-    """Bytes of the ``messages``' content as Flower serialises it for the wire (protobuf);
-    a content shared by several messages (a broadcast) is serialised once and counted each time."""
+def content_bytes(messages: Iterable[Message]) -> list[int]:
+    """Bytes of each message's content as Flower serialises it for the wire (protobuf; 0 for
+    an error reply); a content shared by several messages (a broadcast) is serialised once."""
     sizes: dict[int, int] = {}
-    total = 0
+    out = []
     for msg in messages:
         if msg.has_error():
+            out.append(0)
             continue
         key = id(msg.content)
         if key not in sizes:
             sizes[key] = recorddict_to_proto(msg.content).ByteSize()
-        total += sizes[key]
-    return total
+        out.append(sizes[key])
+    return out
+
+
+def message_bytes(messages: Iterable[Message]) -> int:
+    """Bytes of the ``messages``' content on the wire, summed (:func:`content_bytes`)."""
+    return sum(content_bytes(messages))
 
 
 @dataclass
@@ -60,6 +66,7 @@ class RoundRecord:
     server_metrics: MetricRecord | None = None  # what the start()'s evaluate_fn returned for the new model
     eval_seconds: float = 0.0  # evaluate_fn's
     seconds: float = 0.0  # the whole round, from the end of the one before
+    sim_seconds: float | None = None  # with devices: the round's critical path on them (strategies/devices.py)
 
     def sent(self, messages: Iterable[Message]) -> None:
         """Count the bytes of ``messages`` sent to the clients."""

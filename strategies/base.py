@@ -24,10 +24,11 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from core import faults
 from core.config import Key, RunConfig
 from core.protocol import SERVER_ROUND, TWO_PHASE_KEY
+from strategies.aggregators import Aggregation
 from strategies.accounting import Observer, RoundRecord, recorded, summarise_train_metrics
+from strategies.devices import Devices
 from strategies.messaging import RoundMessaging
 from strategies.settings import Reliability, clients_per_round
 
@@ -61,6 +62,12 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     observers : list of callables
         Each is called as ``observer(record, arrays)`` when a round is over, with the round's
         :class:`~strategies.accounting.RoundRecord` and the new global weights.
+    devices : Devices | None
+        The clients' devices (needs ``clients``): only online clients are chosen, and each
+        round's record gets its simulated seconds (:mod:`strategies.devices`).
+    aggregation : Aggregation | None
+        The Flower strategy that aggregates the chosen updates (default: FedAvg with this
+        one's ``weighted_by_key`` and metrics aggregation; :mod:`strategies.aggregators`).
     """
 
     KEYS: dict[str, Key] = {}  # run-config keys of this strategy, named PREFIX + its keyword argument
@@ -69,18 +76,24 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     two_phase = False  # True: selected clients reply with statistics; the chosen upload weights after
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, clients: dict[int, ClientInfo]) -> SelectionStrategy:
-        """Build the strategy from SpikeFed's run config and discovered ``clients``."""
+    def from_config(cls, cfg: RunConfig, clients: dict[int, ClientInfo], buffers: Iterable[str] = ()
+                    ) -> SelectionStrategy:
+        """Build the strategy from SpikeFed's run config, discovered ``clients`` and the names
+        of the model's ``buffers`` (which a server optimiser leaves to FedAvg)."""
         options = {key.removeprefix(cls.PREFIX).replace("-", "_"): cfg[key] for key in cls.KEYS}
         return cls(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                    min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=int(cfg.fraction_evaluate > 0),
                    min_available_nodes=len(clients), seed=cfg.seed, clients=clients,
-                   reliability=Reliability.from_config(cfg), **options)
+                   reliability=Reliability.from_config(cfg),
+                   devices=Devices.from_config(cfg, [c.partition_id for c in clients.values()]),
+                   aggregation=Aggregation.from_config(cfg, buffers, train_metrics_aggr_fn=summarise_train_metrics),
+                   **options)
 
     def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 2,
                  min_evaluate_nodes: int = 2, min_available_nodes: int = 2, *, seed: int = 0,
                  clients: dict[int, ClientInfo] | None = None, reliability: Reliability | None = None,
-                 observers: Iterable[Observer] = (), **kwargs: Any) -> None:
+                 observers: Iterable[Observer] = (), devices: Devices | None = None,
+                 aggregation: Aggregation | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", summarise_train_metrics)
         super().__init__(fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes,
                          min_available_nodes, **kwargs)
@@ -88,6 +101,11 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         self.seed = seed
         self.reliability = reliability or Reliability()
         self.observers = list(observers)
+        if devices is not None and clients is None:
+            raise ValueError("devices need the federation's clients (clients=...): a device belongs to a partition id")
+        self.devices = devices
+        self.aggregation = aggregation or Aggregation(weighted_by_key=self.weighted_by_key,
+                                                      train_metrics_aggr_fn=self.train_metrics_aggr_fn)
         self.clients_per_round = self.wanted(len(clients)) if clients else min_train_nodes
         self.timeout = 3600.0  # start()'s
         self.round_offset = 0  # rounds done before a resume: Flower counts from 1 again
@@ -96,6 +114,7 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         self._said: set[str] = set()
         self._sent: list[ClientInfo] = []
         self._train_messages: list[Message] = []
+        self._evaluate_messages: list[Message] = []
         self._unanswered: dict[str, Message] = {}  # message id -> a sent message not answered in time
         self._discards = True  # False once a ClientApp has failed a train.discard
         self._global_arrays: ArrayRecord | None = None
@@ -114,20 +133,15 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         return clients_per_round(num_clients, self.fraction_train, self.min_train_nodes)
 
     def state_dict(self) -> dict:
-        """The learned state (:attr:`STATE`), for the checkpoint."""
-        return {name: getattr(self, name) for name in self.STATE}
+        """The learned state (:attr:`STATE`, and the aggregator's), for the checkpoint."""
+        return {**{name: getattr(self, name) for name in self.STATE}, "aggregation": self.aggregation.state_dict()}
 
     def load_state_dict(self, state: dict, completed_rounds: int) -> None:
         """Continue after ``completed_rounds`` rounds with ``state`` from a checkpoint."""
         for name in self.STATE:
             setattr(self, name, state[name])
+        self.aggregation.load_state_dict(state.get("aggregation", {}))
         self.round_offset = completed_rounds
-
-    def say_once(self, topic: str, message: str, *args: Any) -> None:
-        """Log a WARNING the first time ``topic`` comes up (e.g. a statistic missing from every reply)."""
-        if topic not in self._said:
-            self._said.add(topic)
-            log(WARNING, "%s: " + message, type(self).__name__, *args)
 
     def round_rng(self, server_round: int, purpose: str = "train") -> np.random.Generator:
         """A generator that depends only on the seed, the round and the purpose."""
@@ -163,17 +177,13 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         server_round += self.round_offset
         self.record = RoundRecord(server_round)
         config[SERVER_ROUND] = server_round
+        self.aggregation.configure(server_round, arrays, config, grid)
         self._global_arrays, self._config, self._grid = arrays, config, grid
         candidates = self.available(grid)
         self.clients_per_round = self.wanted(len(self.clients) if self.clients is not None else len(candidates))
         self._sent = self.select(server_round, candidates)
         log(INFO, "configure_train: clients %s", [c.partition_id for c in self._sent])
-        r = self.reliability
-        if r.injects_faults:
-            self.record.injected = faults.assign(self.round_rng(server_round, "faults"),
-                                                 [c.partition_id for c in self._sent],
-                                                 r.fault_crash, r.fault_straggle, r.fault_corrupt)
-            log(INFO, "injected faults: %s", self.record.injected)
+        self.inject_faults(server_round)
         if self.two_phase:
             config = ConfigRecord({**config, TWO_PHASE_KEY: True})
         messages = list(self._messages(arrays, config, self._sent, MessageType.TRAIN, self.record.injected))
@@ -197,11 +207,8 @@ class SelectionStrategy(RoundMessaging, FedAvg):
             self.record.model_updated = False
             return None, None
         self.record.selected = [self.client(m.metadata.src_node_id) for m in updates]
-        arrays, metrics = super().aggregate_train(server_round, updates)
+        arrays, metrics = self.aggregation.aggregate(server_round, updates, self._global_arrays)
         self.record.train_metrics = metrics
-        # FedAvg's weighted mean turns integer buffers (BatchNorm's step count) into floats
-        reference = self._global_arrays.to_torch_state_dict()
-        arrays = ArrayRecord({k: v.to(reference[k].dtype) for k, v in arrays.to_torch_state_dict().items()})
         return arrays, metrics
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:

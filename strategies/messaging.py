@@ -34,6 +34,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
+from core import faults
 from core.protocol import (
     DISCARD,
     EXECUTOR,
@@ -44,6 +45,7 @@ from core.protocol import (
     UPLOAD,
 )
 from core.validation import Rejection, check_statistics_reply, check_train_reply, error_line
+from strategies.accounting import content_bytes
 
 if TYPE_CHECKING:
     from strategies.base import ClientInfo
@@ -60,15 +62,33 @@ class RoundMessaging:
     the strategy's ``record``, ``client()``, ``choose_aggregated()`` and Flower's message
     construction)."""
 
+    def say_once(self, topic: str, message: str, *args: Any) -> None:
+        """Log a WARNING the first time ``topic`` comes up (e.g. a statistic missing from every reply)."""
+        if topic not in self._said:
+            self._said.add(topic)
+            log(WARNING, "%s: " + message, type(self).__name__, *args)
+
+    def inject_faults(self, server_round: int) -> None:
+        """With fault injection on, which of the round's clients get which fault (``record.injected``)."""
+        r = self.reliability
+        if r.injects_faults:
+            self.record.injected = faults.assign(self.round_rng(server_round, "faults"),
+                                                 [c.partition_id for c in self._sent],
+                                                 r.fault_crash, r.fault_straggle, r.fault_corrupt)
+            log(INFO, "injected faults: %s", self.record.injected)
+
     def available(self, grid: Grid) -> list[ClientInfo]:
-        """Known clients whose nodes are connected and not busy (:meth:`busy_nodes`; without
-        discovery: every connected node, once ``min_available_nodes`` are), in client-id order."""
+        """Known clients whose nodes are connected, not busy (:meth:`busy_nodes`) and, with
+        devices, online this round (without discovery: every connected node, once
+        ``min_available_nodes`` are), in client-id order."""
         busy = self.busy_nodes(grid)
         if self.clients is None:
             _, connected = sample_nodes(grid, self.min_available_nodes, 0)  # waits for them
             return [self.client(n) for n in sorted(connected) if n not in busy]
         connected = set(grid.get_node_ids()) - busy
-        return sorted((c for n, c in self.clients.items() if n in connected), key=lambda c: c.partition_id)
+        online = self.devices.online(self.record.server_round) if self.devices is not None else None
+        return sorted((c for n, c in self.clients.items() if n in connected and (online is None or c.partition_id in online)),
+                      key=lambda c: c.partition_id)
 
     def busy_nodes(self, grid: Grid) -> set[int]:
         """Nodes still working on a message that was not answered in time: late replies that
@@ -102,13 +122,27 @@ class RoundMessaging:
             [c.node_id], message_type)]
 
     def exchange(self, messages: Iterable[Message]) -> list[Message]:
-        """Send ``messages`` and wait for the replies (up to the timeout), counting bytes."""
+        """Send ``messages`` and wait for the replies (up to the timeout), counting bytes and time."""
         messages = list(messages)
         self.record.sent(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=self.timeout))
         self.record.received(replies)
         self.note_unanswered(messages, replies)
+        self.clock(messages, replies)
         return replies
+
+    def clock(self, sent: list[Message], replies: list[Message]) -> None:
+        """With devices: add the exchange of ``sent`` and their ``replies`` to the round's
+        simulated seconds (its slowest client, :meth:`strategies.devices.Devices.phase`)."""
+        if self.devices is None or not sent:
+            return
+        answered = {r.metadata.reply_to_message_id: size for r, size in zip(replies, content_bytes(replies))}
+        work = []
+        for msg, size in zip(sent, content_bytes(sent)):
+            client = self.client(msg.metadata.dst_node_id)
+            work.append((client.partition_id, size, answered.get(msg.metadata.message_id),
+                         self.devices.passes(msg.metadata.message_type, client.num_examples)))
+        self.record.sim_seconds = (self.record.sim_seconds or 0.0) + self.devices.phase(work, self.timeout)
 
     def query(self, chosen: list[ClientInfo], **config: Any) -> dict[int, MetricRecord]:
         """Send the current global model to ``chosen`` as `query` messages (the round's
@@ -168,6 +202,7 @@ class RoundMessaging:
         self.record.client_updates = len(replies)
         self.record.received(replies)
         self.note_unanswered(self._train_messages, replies)
+        self.clock(self._train_messages, replies)
         trained = self.valid_train_replies(replies, self._sent, weights=None if self.two_phase else True)
         for msg in trained:
             self.record.add_costs(reply_metrics(msg))
@@ -224,11 +259,13 @@ class RoundMessaging:
         config[SERVER_ROUND] = server_round
         messages = list(self._messages(arrays, config, chosen, MessageType.EVALUATE))
         self.record.sent(messages)
+        self._evaluate_messages = messages
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset
         ordered = sorted(replies, key=lambda m: self.client(m.metadata.src_node_id).partition_id)
         self.record.received(ordered)
+        self.clock(self._evaluate_messages, ordered)
         self.record.evaluate_metrics = super().aggregate_evaluate(server_round, ordered)
         return self.record.evaluate_metrics

@@ -146,6 +146,37 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
     return out, err
 
 
+def check_clock(strategy: str, rows: list[dict], cfg) -> None:
+    """The simulated clock by hand (devices of a trace whose bandwidth makes messages take
+    under a microsecond): a round lasts as long as its slowest client's forward passes x
+    its device's ms, per exchange. A train message costs 3 passes per sample and epoch plus
+    2 per sample (firing statistics before and after), a query 1 per sample; every trained
+    candidate counts (SFedCA, spike-diversity, DivFL: the scored ones), the upload phase
+    computes nothing; Power-of-Choice's queried candidates are its scored ones."""
+    from data import partition_sizes
+    from strategies.devices import Devices
+
+    sizes = partition_sizes(cfg)
+    ms = {pid: d.compute_ms for pid, d in Devices.from_config(cfg, range(len(sizes))).devices.items()}
+
+    def slowest(pids, passes_per_sample):
+        return max(sizes[int(p)] * passes_per_sample * ms[int(p)] / 1000 for p in pids)
+
+    train = 3 * cfg.local_epochs + 2
+    total = 0.0
+    for row in rows:
+        chosen, scored = row["selected_clients"].split(), [p.split(":")[0] for p in row["scores"].split()]
+        if strategy in ("sfedca", "spike-diversity", "divfl"):
+            expected = slowest(scored, train)
+        elif strategy == "power-of-choice":
+            expected = slowest(scored, 1) + slowest(chosen, train)
+        else:
+            expected = slowest(chosen, train)
+        total += expected
+        assert float(row["sim_seconds"]) == pytest.approx(expected, rel=1e-4), (strategy, row)
+        assert float(row["sim_seconds_cumulative"]) == pytest.approx(total, rel=1e-4)
+
+
 def check_strategy_rows(strategy: str, rows: list[dict]) -> None:
     """What every strategy's run records: its choice, accuracy, bytes and energy per round."""
     assert [r["round"] for r in rows] == ["1", "2"]
@@ -158,13 +189,17 @@ def check_strategy_rows(strategy: str, rows: list[dict]) -> None:
         assert 0 < float(row["energy_snn_j"]) < float(row["energy_ann_j"])
     assert float(rows[1]["energy_snn_j_cumulative"]) == pytest.approx(
         float(rows[0]["energy_snn_j"]) + float(rows[1]["energy_snn_j"]), rel=1e-4)
-    if strategy == "sfedca":  # two phases: 4 candidates train, 2 upload their weights
+    if strategy in ("sfedca", "spike-diversity"):  # two phases: 4 candidates train, 2 upload their weights
         for row in rows:
             model = int(row["downlink_bytes"]) / 4
             assert row["client_updates"] == "4" and len(row["selected_clients"].split()) == 2
             scored = {pair.split(":")[0] for pair in row["scores"].split()}
             assert len(scored) == 4 and set(row["selected_clients"].split()) <= scored
             assert 2 * model < int(row["uplink_bytes"]) < 2.5 * model
+    elif strategy == "divfl":  # 4 candidates train and upload, 2 are aggregated
+        for row in rows:
+            assert row["client_updates"] == "4" and len(row["selected_clients"].split()) == 2
+            assert int(row["uplink_bytes"]) > int(row["downlink_bytes"]) * 0.9
     elif strategy != "power-of-choice":  # one phase: every trained client uploads (PoC also sends queries)
         for row in rows:
             assert int(row["uplink_bytes"]) > int(row["downlink_bytes"]) * 0.9
@@ -172,14 +207,19 @@ def check_strategy_rows(strategy: str, rows: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
-    """smoke.toml over every strategy (2 rounds): Ctrl-C after the first cell, `--dry-run`
-    lists what is complete, the rerun skips it; then every strategy's rows, the summary,
-    plots and report. Runs repeat exactly for a seed (tests/test_reliability.py), so a
-    resumed grid equals an uninterrupted one once complete cells are kept as they are."""
+    """smoke.toml over every strategy (2 rounds) on the devices of a FedScale-format trace:
+    Ctrl-C after the first cell, `--dry-run` lists what is complete, the rerun skips it;
+    then every strategy's rows and simulated clock, the summary, plots and report. Runs
+    repeat exactly for a seed (tests/test_reliability.py), so a resumed grid equals an
+    uninterrupted one once complete cells are kept as they are."""
+    import pickle
+
+    trace = tmp_path / "client_device_capacity"
+    trace.write_bytes(pickle.dumps({i: {"computation": ms, "communication": 1e9} for i, ms in enumerate([1, 3, 9])}))
     sets = ["--set", f"strategies={','.join(sorted(STRATEGIES))}", "--set", "num-server-rounds=2",
-            "--set", "local-epochs=1", "--set", "tracking=tensorboard"]
+            "--set", "local-epochs=1", "--set", "tracking=tensorboard", "--set", f"devices={trace}"]
     experiment = load_experiment(SMOKE, {"results-dir": str(tmp_path), "strategies": ",".join(sorted(STRATEGIES)),
-                                         "num-server-rounds": "2"})
+                                         "num-server-rounds": "2", "local-epochs": "1", "devices": str(trace)})
     cells = [tmp_path / "smoke" / "cells" / c.id for c in experiment.cells()]
     # Ctrl-C reaches a process whose SIGINT is at its default (a background runner may ignore it)
     proc = compare(*sets, results=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -201,7 +241,9 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
     assert (cells[0] / "cell.json").stat().st_mtime_ns == finished_at  # not run again
 
     for cell in experiment.cells():
-        check_strategy_rows(cell.strategy, read_rounds(tmp_path / "smoke" / "cells" / cell.id))
+        rows = read_rounds(tmp_path / "smoke" / "cells" / cell.id)
+        check_strategy_rows(cell.strategy, rows)
+        check_clock(cell.strategy, rows, cell.config)
     out = tmp_path / "smoke"
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == len(experiment.strategies) * len(experiment.partitions)
@@ -221,6 +263,7 @@ def test_a_grid_of_every_strategy_interrupted_resumes_and_reports(tmp_path):
         assert height > 100 and width > 100
     report = (out / "report.md").read_text()
     assert "| partition" in report and all(f"({p.name})" in report for p in pngs)
+    assert "sim s to target" in report and summary["sim_seconds_mean"].gt(0).all()
     # the command ends with the summary, one row per strategy, and where the curves are
     assert all(strategy in out_text for strategy in experiment.strategies), out_text
     # each cell is its own TensorBoard run, named <strategy>/<partition>/seed<k>, one scalar per round

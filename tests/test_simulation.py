@@ -102,12 +102,14 @@ def test_flwr_run_uses_the_same_app_and_says_a_bad_config_in_one_line(tmp_path):
     """`flwr run .` with Flower's own CLI and a managed local SuperLink, using SFedCA
     (its credits need the firing-rate metrics to survive Flower's serialisation); then
     an invalid value, reported in one line without a traceback. The model updates go
-    through Flower's client-side fixed-clipping DP (strategies/privacy.py), accounted."""
+    through Flower's client-side fixed-clipping DP (strategies/privacy.py), accounted, and
+    the chosen ones are aggregated by Flower's FedProx (the clients add its proximal term)."""
     federation = LocalFederation(tmp_path / "flwr-home")  # `flwr run` starts its SuperLink: stop() ends it
     results = tmp_path / "results"
     run_config = (f"strategy='sfedca' num-server-rounds=2 num-partitions=3 fraction-train=0.34 min-train-nodes=1 "
                   f"sfedca-rule='top-credit' sfedca-statistic='class' run-name='flwr' results-dir='{results}' "
-                  "dp-noise-multiplier=0.01 dp-clipping-norm=100.0 dp-clipping='client'")
+                  "dp-noise-multiplier=0.01 dp-clipping-norm=100.0 dp-clipping='client' aggregator='fedprox' "
+                  "fedprox-mu=0.1")
 
     def flwr_run(config: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flwr"), "run", ".", "--run-config", config,

@@ -30,6 +30,21 @@ KEYS = {
 Data = tuple[np.ndarray, np.ndarray]  # (images [N, C, H, W] float32, labels [N])
 
 
+class ProximalTerm:
+    """FedProx's mu/2 ||w - w_t||^2 over ``model``'s parameters, w_t their values now (the
+    received global model): Li et al., "Federated Optimization in Heterogeneous Networks",
+    MLSys 2020, eq. 2. Zero (no copy kept) when ``mu`` is 0."""
+
+    def __init__(self, model: torch.nn.Module, mu: float) -> None:
+        self.mu = mu
+        self.anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
+
+    def __call__(self, model: torch.nn.Module) -> torch.Tensor | float:
+        if not self.anchor:
+            return 0.0
+        return self.mu / 2 * sum((p - a).pow(2).sum() for p, a in zip(model.parameters(), self.anchor))
+
+
 class Workload:
     """What the ClientApp and ServerApp call; they never look inside the model."""
 
@@ -46,8 +61,10 @@ class Workload:
         """The server's global model before round 1 (a workload may start from a checkpoint)."""
         return self.build_model(cfg, spec)
 
-    def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int) -> dict[str, float]:
-        """Train in place for ``cfg.local_epochs``; returns metrics such as ``train-loss``."""
+    def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int,
+              proximal_mu: float = 0.0) -> dict[str, float]:
+        """Train in place for ``cfg.local_epochs`` (with FedProx's :class:`ProximalTerm`
+        ``proximal_mu``); returns metrics such as ``train-loss``."""
         raise NotImplementedError
 
     def evaluate(self, model: torch.nn.Module, data: Data, cfg: RunConfig) -> dict[str, float]:

@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional
 
 from models.spiking_cnn import SpikingCNN
 from models.device import model_device, torch_device
-from models.workloads.base import Data, Workload
+from models.workloads.base import Data, ProximalTerm, Workload
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -65,10 +65,12 @@ class ClassifyWorkload(Workload):
         teacher.load_state_dict(state_dict)
         return {"student_accuracy": distill_global_student(teacher, cfg, split, server_round, directory)}
 
-    def train(self, model: SpikingCNN, data: Data, cfg: RunConfig, seed: int) -> dict[str, float]:
+    def train(self, model: SpikingCNN, data: Data, cfg: RunConfig, seed: int,
+              proximal_mu: float = 0.0) -> dict[str, float]:
         x, y = _tensors(data, model_device(model))
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        proximal = ProximalTerm(model, proximal_mu)
         num_classes = model.net.fc.out_features
         model.train()
         for _ in range(cfg.local_epochs):
@@ -78,7 +80,7 @@ class ClassifyWorkload(Workload):
                 rates = model(x[batch]).mean(0)
                 per_sample = F.mse_loss(rates, F.one_hot(y[batch], num_classes).float(),
                                         reduction="none").mean(1)
-                loss = per_sample.mean()
+                loss = per_sample.mean() + proximal(model)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

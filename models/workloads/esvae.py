@@ -15,7 +15,7 @@ from core.config import at_least, choice
 from models.esvae import ESVAE
 from models.mmd import KERNELS
 from models.device import model_device, torch_device
-from models.workloads.base import Data, Workload
+from models.workloads.base import Data, ProximalTerm, Workload
 
 if TYPE_CHECKING:
     from data import DatasetSpec
@@ -43,20 +43,22 @@ class ESVAEWorkload(Workload):
         return ESVAE(spec.channels, spec.size, cfg.esvae_latent_dim, cfg.timesteps,
                      cfg.esvae_mmd_lambda, cfg.esvae_mmd_kernel).to(torch_device(cfg))
 
-    def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int,
+    def train(self, model: torch.nn.Module, data: Data, cfg: RunConfig, seed: int, proximal_mu: float = 0.0,
               on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
-        """AdamW over ``cfg.local_epochs``; ``on_epoch(epoch, mean loss)`` after each epoch."""
+        """AdamW over ``cfg.local_epochs`` (plus FedProx's term); ``on_epoch(epoch, mean loss)`` after each epoch."""
         x = torch.as_tensor(data[0], device=model_device(model))
         generator = torch.Generator().manual_seed(seed)
         prior = list(model.prior.parameters()) if hasattr(model, "prior") else []
         others = [p for p in model.parameters() if all(p is not q for q in prior)]
         groups = [{"params": others}] + ([{"params": prior, "lr": cfg.lr * PRIOR_LR_FACTOR}] if prior else [])
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.esvae_weight_decay)
+        proximal = ProximalTerm(model, proximal_mu)
         model.train()
         for epoch in range(cfg.local_epochs):
             total, squares, objective = 0.0, 0.0, 0.0  # of the last epoch
             for batch in torch.randperm(len(x), generator=generator).split(cfg.batch_size):
                 loss, per_sample = model.loss(x[batch.to(x.device)])
+                loss = loss + proximal(model)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

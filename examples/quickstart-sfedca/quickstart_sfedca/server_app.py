@@ -4,11 +4,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAdam, FedAvg
 
 from quickstart_sfedca.task import SpikingMLP, evaluate, test_set
 from strategies import STRATEGIES
+from strategies.aggregators import Aggregation
 
 app = ServerApp()
+# SpikeFed's default server learning rate for FedAdam (docs/strategies.md#aggregators)
+AGGREGATORS = {"fedavg": FedAvg(), "fedadam": FedAdam(eta=0.03)}
 
 
 @app.main()
@@ -25,11 +29,16 @@ def main(grid: Grid, context: Context) -> None:
         return MetricRecord(metrics)
 
     # Built like Flower's FedAvg; SFedCA's own options have defaults (candidate_factor=2, rule="balance").
+    # The chosen updates are aggregated by a Flower strategy; a server optimiser steps the
+    # parameters only, BatchNorm's running statistics (the model's buffers) take FedAvg's mean.
+    aggregator = AGGREGATORS[str(cfg["aggregator"])]
+    buffers = [name for name, _ in model.named_buffers()]
     strategy = STRATEGIES[str(cfg["strategy"])](
         fraction_train=float(cfg["fraction-train"]), min_train_nodes=int(cfg["min-train-nodes"]),
-        fraction_evaluate=0.0, seed=int(cfg["seed"]))
+        fraction_evaluate=0.0, seed=int(cfg["seed"]), aggregation=Aggregation(aggregator, buffers))
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                             num_rounds=int(cfg["num-server-rounds"]), train_config=ConfigRecord(),
                             evaluate_fn=global_evaluation)
     final = result.evaluate_metrics_serverapp[int(cfg["num-server-rounds"])]
-    log(20, "final test accuracy %.4f with %s", final["accuracy"], type(strategy).__name__)
+    log(20, "final test accuracy %.4f with %s over %s", final["accuracy"], type(strategy).__name__,
+        type(aggregator).__name__)

@@ -17,6 +17,9 @@ aggregator's ``aggregate_train``.
   tau 1e-3).
 - ``fedavgm``: server momentum ``server-momentum`` (Hsu et al. 2019), server learning rate 1.
 
+``aggregation-weights = afedsnn`` weighs each update by AFedSNN's mixing weight instead of
+its number of examples (:func:`afedsnn_weights`), under any aggregator.
+
 A server optimiser steps the model's parameters; its buffers (BatchNorm's running
 statistics) take FedAvg's weighted mean instead. Flower's optimisers step every array:
 on BatchNorm's running variance FedAdam moves each entry about eta per round from its
@@ -27,6 +30,7 @@ used GroupNorm, which has no running statistics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,6 +42,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from core.config import ConfigError, RunConfig, above, at_least, choice, share
+from core.protocol import FIRING_AFTER, NUM_EXAMPLES
 
 AGGREGATORS: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam,
                                         "fedyogi": FedYogi, "fedavgm": FedAvgM}
@@ -52,12 +57,48 @@ KEYS = {
     "server-learning-rate": above(0.03, 0, meaning=(
         "`aggregator = fedadam | fedyogi`: the server's learning rate eta ([strategies.md](strategies.md#aggregators))")),
     "server-momentum": share(0.9, meaning="`aggregator = fedavgm`: the server's momentum"),
+    "aggregation-weights": choice("examples", ("examples", "afedsnn"), meaning=(
+        "what each aggregated update weighs: `examples` (FedAvg's) or `afedsnn` (AFedSNN's information age x spike "
+        "rate, [strategies.md](strategies.md#aggregators))")),
 }
+AFEDSNN_WEIGHT = "afedsnn-weight"  # the metric an update's AFedSNN weight is written under, Flower's weighted_by_key
+
+
+def mean_rate(metrics: MetricRecord) -> float | None:
+    """The mean of a reply's ``firing-after/`` rates over every spiking layer (None without them)."""
+    rates = [np.asarray(v, dtype=float) for k, v in sorted(metrics.items()) if k.startswith(FIRING_AFTER)]
+    return float(np.mean(np.concatenate(rates))) if rates else None
+
+
+def afedsnn_weights(updates: list[Message]) -> list[float]:
+    """AFedSNN's mixing weight of each update (its eqs. 16, 18 and 19 as rebuilt in GitHub
+    CyberStaZJU/FedSNN, ``src/fedsnn/aggregation.py``): n_i / n x 1 / (1 + e^age_i) x
+    N(r_i; mu, sigma), r_i the update's mean firing rate after training (every spiking layer),
+    mu and sigma their mean and standard deviation over the round's updates. An update whose
+    rate is far from the others' weighs less. The age is the number of global versions the
+    update is behind: 0 for all in SpikeFed's synchronous rounds (late replies are dropped), so
+    that factor is 1/2 for every update and cancels; with one update, or equal rates, the
+    weights are the examples'. A reply without firing rates counts as having the mean rate."""
+    metrics = [next(r for r in m.content.values() if isinstance(r, MetricRecord)) for m in updates]
+    rates = [mean_rate(r) for r in metrics]
+    known = [r for r in rates if r is not None]
+    mu, sigma = (float(np.mean(known)), float(np.std(known))) if known else (0.0, 0.0)
+    total = sum(float(r[NUM_EXAMPLES]) for r in metrics)
+    out = []
+    for r, rate in zip(metrics, rates):
+        rate = mu if rate is None else rate
+        density = 1.0 if sigma == 0 else math.exp(-((rate - mu) ** 2) / (2 * sigma ** 2)) / math.sqrt(2 * math.pi * sigma)
+        out.append(float(r[NUM_EXAMPLES]) / total / (1 + math.exp(0)) * density)
+    return out
 
 
 def check(cfg: RunConfig) -> None:
     """Flower's DP wrappers add noise to what the aggregator returns: calibrated for a mean of
     clipped updates, not for a server optimiser's step."""
+    if cfg.aggregation_weights == "afedsnn" and cfg.dp_noise_multiplier > 0:
+        raise ConfigError(f"aggregation-weights='afedsnn' with dp-noise-multiplier={cfg.dp_noise_multiplier:g}: "
+                          "Flower's DP accounting weighs every update the same; accepted: aggregation-weights="
+                          "'examples' with DP, or dp-noise-multiplier=0")
     if cfg.aggregator in ("fedadam", "fedyogi", "fedavgm") and cfg.dp_noise_multiplier > 0:
         raise ConfigError(f"aggregator={cfg.aggregator!r} with dp-noise-multiplier={cfg.dp_noise_multiplier:g}: the "
                           "DP noise is sized for a mean of clipped updates, not a server optimiser's step; accepted: "
@@ -69,10 +110,14 @@ class Aggregation:
     unless ``aggregator`` is given) that samples no one, and the names of the model's
     ``buffers``, which a server optimiser leaves to FedAvg's mean."""
 
-    def __init__(self, aggregator: FedAvg | None = None, buffers: Iterable[str] = (), **kwargs: Any) -> None:
+    def __init__(self, aggregator: FedAvg | None = None, buffers: Iterable[str] = (), afedsnn: bool = False,
+                 **kwargs: Any) -> None:
         self.aggregator = aggregator or FedAvg(**kwargs)
         self.aggregator.fraction_train = self.aggregator.fraction_evaluate = 0.0  # after __init__, which warns of 0
         self.buffers = frozenset(buffers)
+        self.afedsnn = afedsnn  # weigh by afedsnn_weights(): the aggregator reads them as its weighted_by_key
+        if afedsnn:
+            self.aggregator.weighted_by_key = AFEDSNN_WEIGHT
 
     @classmethod
     def from_config(cls, cfg: RunConfig, buffers: Iterable[str] = (), **kwargs: Any) -> Aggregation:
@@ -80,7 +125,7 @@ class Aggregation:
         options = {"fedavg": {}, "fedprox": {"proximal_mu": cfg.fedprox_mu},
                    "fedadam": {"eta": cfg.server_learning_rate}, "fedyogi": {"eta": cfg.server_learning_rate},
                    "fedavgm": {"server_momentum": cfg.server_momentum}}[cfg.aggregator]
-        return cls(AGGREGATORS[cfg.aggregator](**kwargs, **options), buffers)
+        return cls(AGGREGATORS[cfg.aggregator](**kwargs, **options), buffers, cfg.aggregation_weights == "afedsnn")
 
     def configure(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> None:
         """The aggregator's own part of the round: FedOpt's current arrays, FedProx's ``proximal-mu``
@@ -92,6 +137,9 @@ class Aggregation:
         """The aggregator's aggregation of ``updates``, with the buffers' entries replaced by
         FedAvg's weighted mean of them when it is a server optimiser, in the dtypes of
         ``reference`` (the global model: a weighted mean turns BatchNorm's integer step count into a float)."""
+        if self.afedsnn:
+            for update, weight in zip(updates, afedsnn_weights(updates)):
+                next(r for r in update.content.values() if isinstance(r, MetricRecord))[AFEDSNN_WEIGHT] = weight
         arrays, metrics = self.aggregator.aggregate_train(server_round, updates)
         if arrays is None:
             return arrays, metrics

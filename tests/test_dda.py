@@ -23,10 +23,12 @@ from models.dda.synthesis import Opponent, SynthesisWeights, synthesize_batch
 from server.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-# the fixtures (teacher, CLI run) are built once: this file's tests share one xdist worker, and the
-# fixtures live for its session (a module-scoped one is rebuilt when the worker runs another
-# module's test in between: measured, the CLI run twice)
-pytestmark = pytest.mark.xdist_group("dda")
+# the fixtures (teacher, CLI run) are built once per xdist worker: the tests of each share one
+# worker (its group), and the fixtures live for its session (a module-scoped one is rebuilt when
+# the worker runs another module's test in between: measured, the CLI run twice); the other tests
+# go to whichever worker is free
+TEACHER = pytest.mark.xdist_group("dda-teacher")
+CLI = pytest.mark.xdist_group("dda-cli")
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +46,7 @@ def teacher(digits):
     return model.eval()
 
 
+@TEACHER
 @pytest.mark.parametrize("synthesis", ["generator", "inversion"])
 def test_a_synthetic_batch_takes_the_teachers_labels_and_leaves_the_teacher_untouched(teacher, synthesis):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -59,6 +62,7 @@ def test_a_synthetic_batch_takes_the_teachers_labels_and_leaves_the_teacher_unto
     assert all(p.requires_grad for p in teacher.parameters())
 
 
+@TEACHER
 def test_the_disagreement_term_makes_images_on_which_the_student_disagrees_more(teacher):
     torch.manual_seed(0)
     student = build_student("snn", 1, 8, 10, timesteps=2)
@@ -90,6 +94,7 @@ def test_crop_flip_draws_per_image_and_keeps_the_gradient():
     assert torch.equal(*same_seed)
 
 
+@TEACHER
 def test_the_rotation_head_learns_the_rotations_of_the_pool(teacher, digits):
     split, _, _ = digits
     torch.manual_seed(0)
@@ -103,6 +108,7 @@ def test_the_rotation_head_learns_the_rotations_of_the_pool(teacher, digits):
     assert all(p.grad is None for p in student.parameters())  # the head trains, the student does not
 
 
+@TEACHER
 def test_the_distiller_learns_with_every_loss_term_and_rejects_unknown_options(teacher, digits):
     _, x_test, y_test = digits
     images, labels = x_test[:128], y_test[:128]
@@ -182,6 +188,7 @@ def tiny_keys(**changes):
                         "dda-denoiser-epochs": 2, "dda-variants": 2, "timesteps": 2, **changes})
 
 
+@TEACHER
 def test_the_pool_grows_every_epoch_and_the_student_beats_its_initialisation(teacher, digits):
     _, x_test, y_test = digits
     cfg = tiny_keys()
@@ -198,6 +205,7 @@ def test_the_pool_grows_every_epoch_and_the_student_beats_its_initialisation(tea
     assert result.info["final_accuracy"] > before + 0.1
 
 
+@TEACHER
 def test_a_fixed_pool_and_real_data_follow_the_same_schedule(teacher, digits):
     split, x_test, y_test = digits
     real = (torch.as_tensor(split.x_train), torch.as_tensor(split.y_train))
@@ -208,6 +216,7 @@ def test_a_fixed_pool_and_real_data_follow_the_same_schedule(teacher, digits):
         assert [row["pool"] for row in result.epochs] == [pool] * 4 and result.info["student_steps"] == 80
 
 
+@TEACHER
 def test_the_same_seed_distils_the_same_student(teacher):
     states = []
     for _ in range(2):
@@ -226,6 +235,7 @@ def test_the_pool_samples_augmented_batches_of_its_images():
     assert len(pool) == 15 and images.shape == (12, 1, 8, 8) and labels.max() < 10
 
 
+@TEACHER
 def test_mixup_blends_each_image_with_another_and_their_labels_by_the_same_weight(teacher, digits):
     x, labels = torch.rand(64, 1, 8, 8), torch.arange(64) % 10
     mixed, targets = mixup(x, labels, 0.4, 10, torch.Generator().manual_seed(0))
@@ -262,6 +272,7 @@ def distilled(tmp_path_factory):
     return out
 
 
+@CLI
 @pytest.mark.slow
 def test_cli_writes_teacher_student_metrics_curve_and_grid(distilled):
     import pandas as pd
@@ -276,6 +287,7 @@ def test_cli_writes_teacher_student_metrics_curve_and_grid(distilled):
     assert torch.load(distilled / "student" / "student.pt")["student"] == "snn"
 
 
+@CLI
 @pytest.mark.slow
 def test_dda_workload_federates_the_student_and_the_server_distils_every_round(distilled, tiny):
     from test_simulation import results_of, spikefed_run
@@ -297,6 +309,7 @@ def test_a_missing_student_checkpoint_is_one_line_before_anything_starts(tmp_pat
     assert "dda-student=" in proc.stderr and "is not a readable checkpoint" in proc.stderr
 
 
+@CLI
 @pytest.mark.slow
 @pytest.mark.parametrize("sets, message", [
     (["--set", "image-size=4"], "was trained on 8 px images, the data here are 4 px"),

@@ -189,3 +189,27 @@ def test_a_server_optimiser_under_dp_noise_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="aggregator"):
         load_config({"aggregator": "fedsgd"})
     load_config({"aggregator": "fedprox", "dp-noise-multiplier": 1.0})  # FedProx's server step is FedAvg's
+
+
+def test_afedsnn_weights_an_update_by_its_examples_and_how_typical_its_spike_rate_is():
+    from strategies.aggregators import afedsnn_weights
+
+    def rated(node, rate, examples, value):
+        message = _reply_arrays(node, ArrayRecord({"w": torch.full((2,), value)}), examples)
+        message.content["metrics"]["firing-after/00/lif"] = [rate, rate]
+        return message
+
+    updates = [rated(1, 0.10, 10, 0.0), rated(2, 0.12, 30, 1.0), rated(3, 0.50, 10, 2.0)]
+    weights = afedsnn_weights(updates)
+    # n_i / n x 1/2 (age 0) x exp(-(r_i - mu)^2 / (2 sigma^2)) / sqrt(2 pi sigma), mu, sigma of the rates
+    rates = np.array([0.10, 0.12, 0.50])
+    mu, sigma = rates.mean(), rates.std()
+    expected = np.array([10, 30, 10]) / 50 / 2 * np.exp(-(rates - mu) ** 2 / (2 * sigma ** 2)) / np.sqrt(2 * np.pi * sigma)
+    assert weights == pytest.approx(expected.tolist())
+    cfg = load_config({"aggregation-weights": "afedsnn"})
+    arrays, _ = Aggregation.from_config(cfg).aggregate(1, updates, ArrayRecord({"w": torch.zeros(2)}))
+    assert arrays["w"].numpy() == pytest.approx(np.full(2, (expected @ [0.0, 1.0, 2.0]) / expected.sum()), rel=1e-5)
+    # the client with the atypical rate (0.5, weights 2.0) weighs less than under FedAvg, whose mean is 1.0
+    assert arrays["w"].numpy()[0] < 0.95
+    with pytest.raises(ConfigError, match="aggregation-weights='afedsnn' with dp-noise-multiplier=1"):
+        load_config({"aggregation-weights": "afedsnn", "dp-noise-multiplier": 1.0})

@@ -111,12 +111,7 @@ class SelectionStrategy(RoundMessaging, FedAvg):
         self.round_offset = 0  # rounds done before a resume: Flower counts from 1 again
         self.record = RoundRecord()
         self._sizes: dict[int, int] = {}  # without discovery: node id -> num-examples last reported
-        self._said: set[str] = set()
         self._sent: list[ClientInfo] = []
-        self._train_messages: list[Message] = []
-        self._evaluate_messages: list[Message] = []
-        self._unanswered: dict[str, Message] = {}  # message id -> a sent message not answered in time
-        self._discards = True  # False once a ClientApp has failed a train.discard
         self._global_arrays: ArrayRecord | None = None
         self._config: ConfigRecord | None = None
         self._grid: Grid | None = None

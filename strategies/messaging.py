@@ -62,6 +62,14 @@ class RoundMessaging:
     the strategy's ``record``, ``client()``, ``choose_aggregated()`` and Flower's message
     construction)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._said: set[str] = set()
+        self._train_messages: list[Message] = []
+        self._evaluate_messages: list[Message] = []
+        self._unanswered: dict[str, Message] = {}  # message id -> a sent message not answered in time
+        self._discards = True  # False once a ClientApp has failed a train.discard
+
     def say_once(self, topic: str, message: str, *args: Any) -> None:
         """Log a WARNING the first time ``topic`` comes up (e.g. a statistic missing from every reply)."""
         if topic not in self._said:

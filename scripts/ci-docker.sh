@@ -21,7 +21,7 @@ trap stop_dockerd EXIT
 if ! docker info >/dev/null 2>&1; then
   dockerd >/tmp/spikefed-dockerd.log 2>&1 &
   dockerd_pid=$!
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
   docker info >/dev/null 2>&1 || skip "dockerd did not start: $(tail -1 /tmp/spikefed-dockerd.log)"
 fi
 base=spikefed-base:bookworm
@@ -32,7 +32,7 @@ fi
 # CPU index, the rest from pip's index: without them the build cannot start, which is no failure of ours
 index=$(python3 -m pip config get global.index-url 2>/dev/null || echo https://pypi.org/simple)
 reachable() { python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20)" "$1" 2>/dev/null; }
-reachable "$index/flwr/" || skip "pip's index $index is not reachable"
+reachable "${index%/}/flwr/" || skip "pip's index $index is not reachable"
 ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-*cpu*.whl >/dev/null 2>&1 || reachable https://download.pytorch.org/whl/cpu/torch/   || skip "no torch wheel in \$PIP_FIND_LINKS and PyTorch's CPU index is not reachable"
 echo "Docker step: dockerd and $base ready after $((SECONDS - start)) s"
 BASE_IMAGE=$base scripts/compose-smoke.sh

@@ -10,8 +10,9 @@ set -euo pipefail
 tag=${1:-spikefed-base:bookworm}
 [ "$(id -u)" = 0 ] || { echo "make-base-image: debootstrap needs root"; exit 2; }
 docker info >/dev/null 2>&1 || { echo "make-base-image: dockerd is not running"; exit 2; }
-command -v debootstrap >/dev/null || { apt-get install -y -qq debootstrap >/dev/null 2>&1 \
-  || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }; }
+export DEBIAN_FRONTEND=noninteractive
+command -v debootstrap >/dev/null || { timeout 300 apt-get install -y -qq debootstrap >/dev/null 2>&1 \
+  || { timeout 300 apt-get update -qq && timeout 300 apt-get install -y -qq debootstrap >/dev/null; }; }
 # the first non-security apt source of this machine (one-line or deb822 format)
 mirror=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/* /etc/apt/sources.list 2>/dev/null \
          | grep -v security | head -1 | sed -E 's/^URIs: *//; s/^deb +(\[[^]]*\] +)?//; s/ .*//' || true)
@@ -27,4 +28,5 @@ cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 tar -C "$root" -c . | docker import -c 'ENV LANG=C.UTF-8' \
   -c 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' -c 'ENV REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
   -c 'CMD ["python3"]' - "$tag" >/dev/null
-echo "built $tag ($(docker run --rm "$tag" python3 --version))"
+version=$(docker run --rm "$tag" python3 --version)  # fails the script when the image cannot run python3
+echo "built $tag ($version)"

@@ -170,7 +170,7 @@ class SelectionStrategy(RoundMessaging, FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         server_round += self.round_offset
-        self.record = RoundRecord(server_round)
+        self.record = RoundRecord(server_round, sim_seconds=0.0 if self.devices else None)  # a round may send nothing
         config[SERVER_ROUND] = server_round
         self.aggregation.configure(server_round, arrays, config, grid)
         self._global_arrays, self._config, self._grid = arrays, config, grid

@@ -144,12 +144,15 @@ class RoundMessaging:
         simulated seconds (its slowest client, :meth:`strategies.devices.Devices.phase`)."""
         if self.devices is None or not sent:
             return
-        answered = {r.metadata.reply_to_message_id: size for r, size in zip(replies, content_bytes(replies))}
+        answered = {r.metadata.reply_to_message_id: (r, size) for r, size in zip(replies, content_bytes(replies))}
         work = []
         for msg, size in zip(sent, content_bytes(sent)):
             client = self.client(msg.metadata.dst_node_id)
-            work.append((client.partition_id, size, answered.get(msg.metadata.message_id),
-                         self.devices.passes(msg.metadata.message_type, client.num_examples)))
+            reply, up = answered.get(msg.metadata.message_id, (None, None))
+            examples = client.num_examples  # discovery's: the training data; an evaluation says what it evaluated
+            if msg.metadata.message_type == MessageType.EVALUATE and reply is not None and not reply.has_error():
+                examples = int(next(iter(reply.content.metric_records.values()), {}).get(NUM_EXAMPLES, examples))
+            work.append((client.partition_id, size, up, self.devices.passes(msg.metadata.message_type, examples)))
         self.record.sim_seconds = (self.record.sim_seconds or 0.0) + self.devices.phase(work, self.timeout)
 
     def query(self, chosen: list[ClientInfo], **config: Any) -> dict[int, MetricRecord]:

@@ -64,7 +64,8 @@ class FixedClipping:
         super().__init__(strategy, noise_multiplier, clipping_norm, 1)
         self.accountant = accountant
         self.current_arrays = ArrayRecord()
-        strategy.weighted_by_key = UNIFORM
+        # every update weighs the same, in the strategy's own FedAvg and in its aggregator
+        strategy.weighted_by_key = strategy.aggregation.aggregator.weighted_by_key = UNIFORM
 
     @property
     def record(self):

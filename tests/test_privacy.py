@@ -76,6 +76,9 @@ def test_flowers_fixed_clipping_around_two_phase_sfedca_clips_each_aggregated_up
     cfg, strategy, arrays = federation(**{"dp-noise-multiplier": z, "dp-clipping-norm": norm, "dp-clipping": side})
     wrapped = dp.wrap(strategy, cfg)
     assert isinstance(wrapped, dp.ClientSideFixedClipping if side == "client" else dp.ServerSideFixedClipping)
+    # the noise is sized for a uniform mean: the aggregator (here FedAvg) weighs every update the same
+    # (this federation's clients hold equal shares, so the mean below would not tell)
+    assert strategy.aggregation.aggregator.weighted_by_key == dp.UNIFORM
     grid = LocalGrid(cfg)
     np.random.seed(0)
     messages = wrapped.configure_train(1, arrays, ConfigRecord(cfg.for_clients(KEYS)), grid)

@@ -239,7 +239,9 @@ LAYERS = {"lif1": 16, "lif2": 32, "lif_out": 10}  # SpikingCNN's spiking layers:
 def selection(num_clients: int, fraction: float, repeats: int) -> list[dict]:
     """Per strategy: median ms of select() plus the credit step on the replies it asks for.
     Replies carry random firing rates and losses; Power-of-Choice's query round trip is
-    network time and not included (its candidate draw and ranking are)."""
+    network time and not included (its candidate draw and ranking are). The model is one
+    weight, so DivFL's distances between updates cost next to nothing here (with the real
+    model they are m x m distances over its parameters)."""
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -266,6 +268,7 @@ def selection(num_clients: int, fraction: float, repeats: int) -> list[dict]:
     out = []
     for name in sorted(STRATEGIES):
         strategy = STRATEGIES[name].from_config(cfg, clients)
+        strategy._global_arrays = arrays  # what configure_train sets in a round (DivFL's updates are against it)
         rounds = iter(range(1, 10**6))
         for _ in range(3):  # a few rounds first, so that history-based rules have history
             chosen = step(strategy, next(rounds), pool, replies, losses)

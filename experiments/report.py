@@ -23,7 +23,7 @@ def run_columns() -> list[str]:
     """The columns of runs.csv: rounds.csv's, less the per-client detail, with the cell's labels first."""
     return ["strategy", "partition", "seed", "round", *test_columns(), "train_loss", "selected_clients",
             "client_updates", "rejected_clients", "firing_rate", "uplink_bytes", "downlink_bytes", "energy_snn_j",
-            "energy_ann_j", "seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
+            "energy_ann_j", "seconds", "sim_seconds", "dp_statistics_epsilon", "dp_model_epsilon"]
 
 
 # per-cell totals over the run, averaged over seeds in the summary

@@ -213,3 +213,26 @@ def test_afedsnn_weights_an_update_by_its_examples_and_how_typical_its_spike_rat
     assert arrays["w"].numpy()[0] < 0.95
     with pytest.raises(ConfigError, match="aggregation-weights='afedsnn' with dp-noise-multiplier=1"):
         load_config({"aggregation-weights": "afedsnn", "dp-noise-multiplier": 1.0})
+
+
+def test_a_rounds_clock_adds_its_exchanges_train_upload_and_evaluation(tmp_path, task_identity):
+    """SFedCA's round through the real ClientApp (tests/test_sfedca.py's in-process grid):
+    devices of 1 ms per pass and a bandwidth that makes messages take under a microsecond.
+    The candidates train (discovery says 1 example each: 3 x 1 x 1 + 2 passes), the upload
+    phase computes nothing, and federated evaluation costs the samples each client evaluated."""
+    from test_sfedca import LocalGrid, federation, one_round
+
+    from server.config import KEYS
+
+    trace = write_trace(tmp_path / "trace", {0: {"computation": 1.0, "communication": 1e9}})
+    cfg, strategy, arrays = federation(devices=trace, **{"fraction-evaluate": 1.0})
+    grid = LocalGrid(cfg)
+    one_round(strategy, grid, cfg, arrays)
+    trained = strategy.record.sim_seconds
+    assert trained == pytest.approx(5 / 1000, rel=1e-3)
+    messages = strategy.configure_evaluate(1, arrays, ConfigRecord(cfg.for_clients(KEYS)), grid)
+    replies = grid.send_and_receive(messages)
+    strategy.aggregate_evaluate(1, replies)
+    evaluated = [int(r.content["metrics"]["num-examples"]) for r in replies]
+    # each client evaluated 45 test samples (discovery's count, 1, would give 1 ms)
+    assert max(evaluated) > 1 and strategy.record.sim_seconds == pytest.approx(trained + max(evaluated) / 1000, rel=1e-3)

@@ -55,7 +55,8 @@ KEYS = {
         " ([strategies.md](strategies.md#aggregators))")),
     "fedprox-mu": at_least(0.01, 0, meaning="`aggregator = fedprox`: weight mu of the proximal term"),
     "server-learning-rate": above(0.03, 0, meaning=(
-        "`aggregator = fedadam | fedyogi`: the server's learning rate eta ([strategies.md](strategies.md#aggregators))")),
+        "`aggregator = fedadam | fedyogi`: the server's learning rate eta "
+        "([strategies.md](strategies.md#aggregators))")),
     "server-momentum": share(0.9, meaning="`aggregator = fedavgm`: the server's momentum"),
     "aggregation-weights": choice("examples", ("examples", "afedsnn"), meaning=(
         "what each aggregated update weighs: `examples` (FedAvg's) or `afedsnn` (AFedSNN's information age x spike "

@@ -43,6 +43,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from core.config import ConfigError, RunConfig, above, at_least, choice, share
 from core.protocol import FIRING_AFTER, NUM_EXAMPLES
+from strategies.messaging import reply_metrics
 
 AGGREGATORS: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam,
                                         "fedyogi": FedYogi, "fedavgm": FedAvgM}
@@ -80,7 +81,7 @@ def afedsnn_weights(updates: list[Message]) -> list[float]:
     update is behind: 0 for all in SpikeFed's synchronous rounds (late replies are dropped), so
     that factor is 1/2 for every update and cancels; with one update, or equal rates, the
     weights are the examples'. A reply without firing rates counts as having the mean rate."""
-    metrics = [next(r for r in m.content.values() if isinstance(r, MetricRecord)) for m in updates]
+    metrics = [reply_metrics(m) for m in updates]
     rates = [mean_rate(r) for r in metrics]
     known = [r for r in rates if r is not None]
     mu, sigma = (float(np.mean(known)), float(np.std(known))) if known else (0.0, 0.0)
@@ -140,7 +141,7 @@ class Aggregation:
         ``reference`` (the global model: a weighted mean turns BatchNorm's integer step count into a float)."""
         if self.afedsnn:
             for update, weight in zip(updates, afedsnn_weights(updates)):
-                next(r for r in update.content.values() if isinstance(r, MetricRecord))[AFEDSNN_WEIGHT] = weight
+                reply_metrics(update)[AFEDSNN_WEIGHT] = weight
         arrays, metrics = self.aggregator.aggregate_train(server_round, updates)
         if arrays is None:
             return arrays, metrics

@@ -12,6 +12,7 @@ are :mod:`strategies.messaging`'s; what a round did and cost, :mod:`strategies.a
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -149,6 +150,11 @@ class SelectionStrategy(RoundMessaging, FedAvg):
             log(WARNING, "only %d clients connected, fewer than the %d wanted: using all",
                 len(candidates), wanted)
         return min(wanted, len(candidates))
+
+    def random_candidates(self, server_round: int, candidates: list[ClientInfo], factor: float) -> list[ClientInfo]:
+        """m = max(k, ceil(factor x k)) candidates drawn uniformly (all of them when fewer are connected)."""
+        wanted = max(self.clients_per_round, math.ceil(factor * self.clients_per_round))
+        return self.sample(self.round_rng(server_round), candidates, self.cohort_size(candidates, wanted))
 
     def sample(self, rng: np.random.Generator, candidates: list[ClientInfo], size: int,
                weights: list[float] | None = None) -> list[ClientInfo]:

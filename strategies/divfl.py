@@ -13,8 +13,6 @@ weights (the uplink of m models is counted), the k chosen are averaged by FedAvg
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
@@ -72,9 +70,7 @@ class DivFL(SelectionStrategy):
         self.candidate_factor = candidate_factor
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
-        size = self.cohort_size(candidates, max(self.clients_per_round,
-                                                math.ceil(self.candidate_factor * self.clients_per_round)))
-        return self.sample(self.round_rng(server_round), candidates, size)
+        return self.random_candidates(server_round, candidates, self.candidate_factor)
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
         """The k replies picked by facility location over their updates; each candidate's

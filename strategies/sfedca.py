@@ -233,9 +233,7 @@ class SFedCA(SelectionStrategy):
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
         """m candidates drawn uniformly at random; with ``when`` before or cached, the k of them the rule picks."""
-        size = self.cohort_size(candidates, max(self.clients_per_round,
-                                                math.ceil(self.candidate_factor * self.clients_per_round)))
-        pool = self.sample(self.round_rng(server_round), candidates, size)
+        pool = self.random_candidates(server_round, candidates, self.candidate_factor)
         k = min(self.clients_per_round, len(pool))
         if self.when == "after":
             return pool

@@ -15,8 +15,6 @@ places left (with a ClientApp that sends no rates: k random candidates).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from flwr.app import Message
 
@@ -56,9 +54,7 @@ class SpikeDiversity(SelectionStrategy):
         self.candidate_factor = candidate_factor
 
     def select(self, server_round: int, candidates: list[ClientInfo]) -> list[ClientInfo]:
-        size = self.cohort_size(candidates, max(self.clients_per_round,
-                                                math.ceil(self.candidate_factor * self.clients_per_round)))
-        return self.sample(self.round_rng(server_round), candidates, size)
+        return self.random_candidates(server_round, candidates, self.candidate_factor)
 
     def choose_aggregated(self, server_round: int, replies: list[Message]) -> list[Message]:
         k = min(self.clients_per_round, len(replies))

@@ -89,7 +89,8 @@ def afedsnn_weights(updates: list[Message]) -> list[float]:
     out = []
     for r, rate in zip(metrics, rates):
         rate = mu if rate is None else rate
-        density = 1.0 if sigma == 0 else math.exp(-((rate - mu) ** 2) / (2 * sigma ** 2)) / math.sqrt(2 * math.pi * sigma)
+        density = (1.0 if sigma == 0
+                   else math.exp(-((rate - mu) ** 2) / (2 * sigma ** 2)) / math.sqrt(2 * math.pi * sigma))
         out.append(float(r[NUM_EXAMPLES]) / total / (1 + math.exp(0)) * density)
     return out
 

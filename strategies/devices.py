@@ -33,6 +33,7 @@ Where devices come from:
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import zlib
@@ -81,13 +82,14 @@ class _Numbers(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not a number or a dict")
 
 
-def read_trace(path: str) -> list[Device]:
+@functools.lru_cache(maxsize=4)  # the config check and every strategy built from it read the same file
+def read_trace(path: str) -> tuple[Device, ...]:
     """FedScale's device-capacity trace at ``path``, in key order; ConfigError when unreadable."""
     try:
         with open(path, "rb") as f:
             trace = _Numbers(f).load()
-        devices = [Device(float(v["computation"]), float(v["communication"]), float(v["communication"]))
-                   for _, v in sorted(trace.items(), key=lambda item: str(item[0]))]
+        devices = tuple(Device(float(v["computation"]), float(v["communication"]), float(v["communication"]))
+                        for _, v in sorted(trace.items(), key=lambda item: str(item[0])))
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"devices={path!r} is not FedScale's device-capacity trace ({type(err).__name__}: {err}); "
                           "accepted: none, mobile, or a pickled dict client -> {'computation': ms, "
@@ -148,7 +150,8 @@ class Devices:
 
     def train_seconds(self, partition_id: int, num_examples: int, model_bytes: int) -> float:
         """A train message's expected duration on the client's device (Oort's system utility)."""
-        return self.devices[partition_id].seconds(model_bytes, model_bytes, self.passes(MessageType.TRAIN, num_examples))
+        passes = self.passes(MessageType.TRAIN, num_examples)
+        return self.devices[partition_id].seconds(model_bytes, model_bytes, passes)
 
     def phase(self, work: Iterable[tuple[int, int, int | None, float]], timeout: float) -> float:
         """Seconds of one exchange: ``work`` holds (partition id, downlink bytes, uplink bytes

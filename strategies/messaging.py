@@ -95,8 +95,9 @@ class RoundMessaging:
             return [self.client(n) for n in sorted(connected) if n not in busy]
         connected = set(grid.get_node_ids()) - busy
         online = self.devices.online(self.record.server_round) if self.devices is not None else None
-        return sorted((c for n, c in self.clients.items() if n in connected and (online is None or c.partition_id in online)),
-                      key=lambda c: c.partition_id)
+        available = (c for n, c in self.clients.items()
+                     if n in connected and (online is None or c.partition_id in online))
+        return sorted(available, key=lambda c: c.partition_id)
 
     def busy_nodes(self, grid: Grid) -> set[int]:
         """Nodes still working on a message that was not answered in time: late replies that

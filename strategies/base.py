@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any
 
@@ -31,18 +30,7 @@ from strategies.aggregators import Aggregation
 from strategies.accounting import Observer, RoundRecord, recorded, summarise_train_metrics
 from strategies.devices import Devices
 from strategies.messaging import RoundMessaging
-from strategies.settings import Reliability, clients_per_round
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """What the server knows about a SuperNode: its client id (the partition id with
-    SpikeFed's discovery, else the node id) and its data size (without discovery: from
-    its last reply, 1 before)."""
-
-    node_id: int
-    partition_id: int
-    num_examples: int
+from strategies.settings import ClientInfo, Reliability, clients_per_round
 
 
 class SelectionStrategy(RoundMessaging, FedAvg):

@@ -1,5 +1,6 @@
-"""The run-config keys every strategy reads, the checks across them, and the round's
-reliability settings (how few valid replies it aggregates, which faults it injects)."""
+"""The run-config keys every strategy reads, the checks across them, what the server knows of
+a client, and the round's reliability settings (how few valid replies it aggregates, which
+faults it injects)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ from core.config import (
     choice,
     share,
 )
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What the server knows about a SuperNode: its client id (the partition id with
+    SpikeFed's discovery, else the node id) and its data size (without discovery: from
+    its last reply, 1 before)."""
+
+    node_id: int
+    partition_id: int
+    num_examples: int
+
 
 # Run-config keys every strategy reads (each strategy declares its own in its KEYS).
 KEYS = {

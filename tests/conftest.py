@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from experiments.processes import free_port
+# One torch thread in every process of the suite (subprocesses inherit the variable): two xdist
+# workers on 2 cores, each with torch's default of a thread per core, ran DDA's distillation
+# 40x slower than one thread does (docs/demo.md, "Threads")
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from experiments.processes import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -7,16 +7,22 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-# One torch thread in every process of the suite (subprocesses inherit the variable): two xdist
-# workers on 2 cores, each with torch's default of a thread per core, ran DDA's distillation
-# 40x slower than one thread does (docs/demo.md, "Threads")
-os.environ["OMP_NUM_THREADS"] = "1"
-import torch  # noqa: E402
+from experiments.processes import free_port
 
+# One torch thread in each xdist worker, and in the DDA and ESVAE commands the tests start
+# (one_thread_env): two workers on 2 cores, each with torch's default of a thread per core,
+# ran DDA's distillation 6-40x slower than one thread does (docs/demo.md, "Threads"). Not
+# inherited by every subprocess: in both clean-clone suites where it was, the quickstart's
+# simulation process missed its SuperLink heartbeat (cause not found; docs/demo.md).
 torch.set_num_threads(1)
 
-from experiments.processes import free_port  # noqa: E402
+
+def one_thread_env() -> dict[str, str]:
+    """This process's environment (RAY_ADDRESS included, once set) with one torch thread."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
 
 BIN = Path(sys.executable).parent
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_thread_env
 from diffusers import DDIMPipeline, DDIMScheduler
 
 from data import load_split
@@ -252,7 +253,7 @@ def test_mixup_blends_each_image_with_another_and_their_labels_by_the_same_weigh
 
 def run(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=one_thread_env())
 
 
 TINY_SETS = ["--set", "dda-images=32", "--set", "dda-synthesis-batch=16", "--set", "dda-synthesis-steps=10",

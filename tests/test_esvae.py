@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_thread_env
 
 from data import load_split
 from models import get_workload
@@ -135,7 +136,7 @@ def test_cli_trains_fsvae_writes_checkpoint_metrics_and_grids_and_reports(tmp_pa
     proc = subprocess.run([sys.executable, "-m", "experiments", "esvae", "train", "--model", "fsvae", "--epochs", "2",
                            "--timesteps", "2", "--latent-dim", "8", "--data-dir", str(tmp_path / "data"),
                            "--set", "max-train-samples=400", "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=one_thread_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 < metrics["test_mse"] < 1 and metrics["frechet_samples"] > 0
@@ -149,7 +150,8 @@ def test_cli_trains_fsvae_writes_checkpoint_metrics_and_grids_and_reports(tmp_pa
     state = torch.load(out / "checkpoint.pt")
     assert state["model"] == "fsvae" and any(k.startswith("posterior_net.") for k in state["state_dict"])
     report = subprocess.run([sys.executable, "-m", "experiments", "esvae", "report", str(out), "--out",
-                             str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=one_thread_env())
     assert report.returncode == 0, report.stderr[-3000:]
     assert "| fsvae " in (tmp_path / "report" / "esvae.md").read_text()
     assert (tmp_path / "report" / "curves.png").stat().st_size > 0

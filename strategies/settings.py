@@ -16,6 +16,7 @@ from core.config import (
     share,
 )
 
+
 @dataclass(frozen=True)
 class ClientInfo:
     """What the server knows about a SuperNode: its client id (the partition id with

@@ -183,7 +183,7 @@ def check_strategy_rows(strategy: str, rows: list[dict]) -> None:
     for row in rows:
         chosen = row["selected_clients"].split()
         assert 1 <= len(chosen) <= 2 and set(chosen) <= {str(i) for i in range(6)}
-        assert math.isfinite(float(row["test_accuracy"]))
+        assert math.isfinite(float(row["test_accuracy"])) and 0 < float(row["firing_rate"]) <= 1
         assert int(row["uplink_bytes"]) > 0 and int(row["downlink_bytes"]) > 0
         # spiking energy below the same-shape ANN's: sparse accumulates against MACs
         assert 0 < float(row["energy_snn_j"]) < float(row["energy_ann_j"])

@@ -13,9 +13,8 @@ from experiments.processes import free_port
 
 # One torch thread in each xdist worker, and in the DDA and ESVAE commands the tests start
 # (one_thread_env): two workers on 2 cores, each with torch's default of a thread per core,
-# ran DDA's distillation 6-40x slower than one thread does (docs/demo.md, "Threads"). Not
-# inherited by every subprocess: in both clean-clone suites where it was, the quickstart's
-# simulation process missed its SuperLink heartbeat (cause not found; docs/demo.md).
+# ran DDA's distillation 6-40x slower than one thread does (docs/demo.md, "Threads"). The
+# simulations' own processes (Flower, Ray) keep their defaults.
 torch.set_num_threads(1)
 
 

@@ -1,6 +1,7 @@
 """examples/quickstart-sfedca: a Flower app of its own, started with Flower's CLI, that uses
 SpikeFed's strategies and client helper from the outside."""
 
+import json
 import re
 import subprocess
 import sys
@@ -17,23 +18,45 @@ BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flwr-local-superlink")]
 
 
+# Flower's SuperLink fails a run whose simulation process sends no heartbeat for 60 s. In
+# three suites on 2 cores (two clean clones, and CI at 224c42d) this run failed so before
+# its first round: its status details, kept in the SuperLink's database, read
+# "No heartbeat received from the task". A Ray driver whose raylet does not answer ends its
+# own process (shown by stopping a raylet); why it would not answer was not found
+# (docs/demo.md, "The quickstart's missed heartbeat"). That outcome is run once more.
+NO_HEARTBEAT = "No heartbeat received from the task"
+
+
+def quickstart_run(federation: LocalFederation) -> tuple[str, str]:
+    """The run's log and the SuperLink's status details for it."""
+    proc = subprocess.run(
+        [str(BIN / "flwr"), "run", "examples/quickstart-sfedca", "--run-config",
+         "strategy='sfedca' aggregator='fedadam' num-server-rounds=4 fraction-train=0.3", "--federation-config",
+         "num-supernodes=6", "--stream"], capture_output=True, text=True, cwd=ROOT, env=federation.env, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    run_id = re.search(r"Successfully started run (\d+)", log)
+    assert run_id, log[-3000:]
+    listed = federation.cli("ls", "--run-id", run_id.group(1), "--format", "json")
+    runs = json.loads(listed.stdout)["runs"]
+    return log, runs[0]["status-details"]
+
+
 def test_flwr_run_of_the_quickstart_completes_with_sfedca_over_fedadam(tmp_path):
     """The example's own ServerApp and ClientApp under `flwr run`, SFedCA's choice aggregated
     by Flower's FedAdam (another strategy in the same place is one name: every strategy runs
     end to end in tests/test_compare.py)."""
     federation = LocalFederation(tmp_path / "flwr-home")  # `flwr run` starts its SuperLink: stop() ends it
     try:
-        proc = subprocess.run(
-            [str(BIN / "flwr"), "run", "examples/quickstart-sfedca", "--run-config",
-             "strategy='sfedca' aggregator='fedadam' num-server-rounds=4 fraction-train=0.3", "--federation-config", "num-supernodes=6",
-             "--stream"], capture_output=True, text=True, cwd=ROOT, env=federation.env, timeout=300)
+        log, details = quickstart_run(federation)
+        if details == NO_HEARTBEAT:
+            print(f"the first run ended with {details!r}; running it again")
+            log, details = quickstart_run(federation)
     finally:
         federation.stop()
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
     assert "Traceback" not in log and "lack the metric" not in log and "first phase" not in log, log[-3000:]
     final = re.search(r"final test accuracy ([0-9.]+) with SFedCA over FedAdam", log)
-    assert final, log[-3000:]
+    assert final, f"status details: {details!r}\n{log[-3000:]}"
     accuracy = float(final.group(1))
     assert accuracy > 0.2  # 10 classes: chance is 0.1
     cohorts = [line.split("[", 1)[1] for line in log.splitlines() if "configure_train: clients" in line]

@@ -60,6 +60,11 @@ class RayCluster:
                                 text=True)
         return status.stdout.count(" node_") if status.returncode == 0 else 0
 
+    def newest_driver_log(self) -> str:
+        """The last lines of the log of the Ray driver that joined this cluster last."""
+        logs = sorted(Path(self.temp_dir).glob("session_*/logs/python-core-driver-*.log"), key=os.path.getmtime)
+        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-15:]) if logs else "(no driver log)"
+
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.terminate()
@@ -71,7 +76,8 @@ class RayCluster:
 def shared_ray_cluster(request):
     """One local Ray cluster for every simulation of the session: runs join it through
     RAY_ADDRESS, which `ray.init` reads, instead of starting and stopping a Ray of their own
-    (about 15 s each on 2 cores). Started only when slow tests are selected."""
+    (about 15 s each on 2 cores). Started only when slow tests are selected; yields the
+    RayCluster (its logs are under its temp_dir)."""
     if not any(item.get_closest_marker("slow") for item in request.session.items):
         yield None
         return
@@ -80,7 +86,7 @@ def shared_ray_cluster(request):
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = cluster.address  # inherited by every subprocess the tests start
     try:
-        yield cluster.address
+        yield cluster
     finally:
         if previous is None:
             os.environ.pop("RAY_ADDRESS", None)

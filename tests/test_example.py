@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def quickstart_run(federation: LocalFederation) -> tuple[str, str]:
     return log, runs[0]["status-details"]
 
 
-def test_flwr_run_of_the_quickstart_completes_with_sfedca_over_fedadam(tmp_path):
+def test_flwr_run_of_the_quickstart_completes_with_sfedca_over_fedadam(tmp_path, shared_ray_cluster):
     """The example's own ServerApp and ClientApp under `flwr run`, SFedCA's choice aggregated
     by Flower's FedAdam (another strategy in the same place is one name: every strategy runs
     end to end in tests/test_compare.py)."""
@@ -50,7 +51,9 @@ def test_flwr_run_of_the_quickstart_completes_with_sfedca_over_fedadam(tmp_path)
     try:
         log, details = quickstart_run(federation)
         if details == NO_HEARTBEAT:
-            print(f"the first run ended with {details!r}; running it again")
+            # a warning, so that CI's summary shows it, with the failed driver's last lines
+            warnings.warn(f"the quickstart's first run ended with {details!r}; ran it again. The newest Ray "
+                          f"driver log ends:\n{shared_ray_cluster.newest_driver_log()}")
             log, details = quickstart_run(federation)
     finally:
         federation.stop()

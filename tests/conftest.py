@@ -62,7 +62,7 @@ class RayCluster:
 
     def newest_driver_log(self) -> str:
         """The last lines of the log of the Ray driver that joined this cluster last."""
-        logs = sorted(Path(self.temp_dir).glob("session_*/logs/python-core-driver-*.log"), key=os.path.getmtime)
+        logs = sorted(Path(self.temp_dir).glob("session_latest/logs/python-core-driver-*.log"), key=os.path.getmtime)
         return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-15:]) if logs else "(no driver log)"
 
     def stop(self) -> None:

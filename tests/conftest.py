@@ -38,14 +38,20 @@ class RayCluster:
         self.nodes: list[subprocess.Popen] = []
 
     def add_node(self, num_cpus: int) -> None:
-        """The head first, then nodes that join it (on ports of their own: same host)."""
+        """The head first, then nodes that join it. Every node takes free ports of its own,
+        workers' included: `ray start` hands out worker ports 10002-19999 in order, so the
+        two xdist workers' clusters on this host gave the same port to two processes, and
+        the one that could not bind it aborted ("Failed to start the grpc server",
+        docs/demo.md, "The quickstart's missed heartbeat")."""
         if not self.nodes:
-            where = ["--head", f"--port={self.address.split(':')[1]}", "--include-dashboard=false"]
+            where = ["--head", f"--port={self.address.split(':')[1]}", "--include-dashboard=false",
+                     f"--ray-client-server-port={free_port()}"]
         else:
-            where = [f"--address={self.address}", f"--node-manager-port={free_port()}",
-                     f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-                     f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-                     f"--dashboard-agent-grpc-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0"]
+            where = [f"--address={self.address}"]
+        where += [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+                  f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                  f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                  "--min-worker-port=0", "--max-worker-port=0"]
         self.nodes.append(subprocess.Popen(
             [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", *where, f"--temp-dir={self.temp_dir}",
              f"--num-cpus={num_cpus}", "--disable-usage-stats", f"--object-store-memory={1 << 29}"],

@@ -26,6 +26,12 @@ def one_thread_env() -> dict[str, str]:
 BIN = Path(sys.executable).parent
 
 
+def failure_tail(output: str, size: int = 3000) -> str:
+    """The end of a failed command's output, for an assertion's message, less the stack frames
+    that a C-level abort (a Ray check) prints after its message and that would fill the tail."""
+    return output.split("*** StackTrace Information ***")[0][-size:]
+
+
 class RayCluster:
     """Ray nodes on 127.0.0.1 started with `ray start --block`, each its own handle:
     terminating one stops its processes. The cluster's own --temp-dir keeps its address

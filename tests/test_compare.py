@@ -12,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import failure_tail
 
 from experiments.grid import load_experiment
 from experiments.report import rounds_to_target, summarise
@@ -142,7 +143,7 @@ def compare(*args, results, **popen) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, failure_tail(err)
     return out, err
 
 

@@ -18,20 +18,16 @@ BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flwr-local-superlink")]
 
 
-def quickstart_run(federation: LocalFederation) -> tuple[str, str]:
-    """The run's log and the SuperLink's status details for it (a run whose simulation
-    process died reads "No heartbeat received from the task" there, and nothing in the log)."""
-    proc = subprocess.run(
-        [str(BIN / "flwr"), "run", "examples/quickstart-sfedca", "--run-config",
-         "strategy='sfedca' aggregator='fedadam' num-server-rounds=4 fraction-train=0.3", "--federation-config",
-         "num-supernodes=6", "--stream"], capture_output=True, text=True, cwd=ROOT, env=federation.env, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
+def why_it_failed(federation: LocalFederation, log: str, cluster) -> str:
+    """What the SuperLink and Ray kept of a failed run: a simulation process that died leaves
+    nothing in the log, and the SuperLink's status details then read "No heartbeat received
+    from the task"."""
     run_id = re.search(r"Successfully started run (\d+)", log)
-    assert run_id, log[-3000:]
+    if not run_id:
+        return "(no run was started)"
     listed = federation.cli("ls", "--run-id", run_id.group(1), "--format", "json")
-    runs = json.loads(listed.stdout)["runs"]
-    return log, runs[0]["status-details"]
+    details = json.loads(listed.stdout)["runs"][0]["status-details"]
+    return f"status details: {details!r}\nThe newest Ray driver log ends:\n{cluster.newest_driver_log()}"
 
 
 def test_flwr_run_of_the_quickstart_completes_with_sfedca_over_fedadam(tmp_path, shared_ray_cluster):
@@ -40,13 +36,18 @@ def test_flwr_run_of_the_quickstart_completes_with_sfedca_over_fedadam(tmp_path,
     end to end in tests/test_compare.py)."""
     federation = LocalFederation(tmp_path / "flwr-home")  # `flwr run` starts its SuperLink: stop() ends it
     try:
-        log, details = quickstart_run(federation)
+        proc = subprocess.run(
+            [str(BIN / "flwr"), "run", "examples/quickstart-sfedca", "--run-config",
+             "strategy='sfedca' aggregator='fedadam' num-server-rounds=4 fraction-train=0.3", "--federation-config",
+             "num-supernodes=6", "--stream"], capture_output=True, text=True, cwd=ROOT, env=federation.env, timeout=300)
+        log = proc.stdout + proc.stderr
+        final = re.search(r"final test accuracy ([0-9.]+) with SFedCA over FedAdam", log)
+        why = "" if proc.returncode == 0 and final else why_it_failed(federation, log, shared_ray_cluster)
     finally:
         federation.stop()
+    assert proc.returncode == 0, f"{log[-3000:]}\n{why}"
     assert "Traceback" not in log and "lack the metric" not in log and "first phase" not in log, log[-3000:]
-    final = re.search(r"final test accuracy ([0-9.]+) with SFedCA over FedAdam", log)
-    assert final, (f"status details: {details!r}\n{log[-3000:]}\nThe newest Ray driver log ends:\n"
-                   f"{shared_ray_cluster.newest_driver_log()}")
+    assert final, f"{log[-3000:]}\n{why}"
     accuracy = float(final.group(1))
     assert accuracy > 0.2  # 10 classes: chance is 0.1
     cohorts = [line.split("[", 1)[1] for line in log.splitlines() if "configure_train: clients" in line]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import failure_tail
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from clients import faults as client_faults
@@ -212,7 +213,7 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path):
 
     resumed = spikefed("resume", str(crashed))
     out = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, out[-3000:]
+    assert resumed.returncode == 0, failure_tail(out)
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     b = torch.load(crashed / "checkpoint.pt", weights_only=True)
     assert a["round"] == b["round"] == 3

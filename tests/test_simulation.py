@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RayCluster
+from conftest import RayCluster, failure_tail
 
 from experiments.processes import LocalFederation
 from experiments.simulation import read_rounds
@@ -24,8 +24,7 @@ def spikefed_run(settings: dict, timeout=300, env=None, options=()) -> subproces
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
-    # a C-level abort (Ray's checks) ends with a stack trace that would push its message out of the tail
-    assert proc.returncode == 0, proc.stderr.split("*** StackTrace Information ***")[0][-3000:]
+    assert proc.returncode == 0, failure_tail(proc.stderr)
     return proc
 
 
